@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment and install the project into it.
+# The venv lives outside the checkout so fresh clones (CI) reuse the multi-GB torch install.
+# Prints the venv's python path on the last line of stdout.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${SEGSTREAM_VENV:-$HOME/.cache/segstream/venv}"
+py="${PYTHON:-python3}"
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "[setup] creating virtual environment at $venv" >&2
+    mkdir -p "$(dirname "$venv")"
+    "$py" -m venv "$venv"
+fi
+
+# Reinstall only when the dependency list changed (the stamp holds pyproject's hash).
+stamp="$venv/.segstream-deps"
+want="$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || ! "$venv/bin/python" -c "import pipeline, engines" 2>/dev/null; then
+    echo "[setup] installing dependencies (first run downloads torch: several GB, a few minutes)" >&2
+    "$venv/bin/python" -m pip install -q --upgrade pip >&2
+    "$venv/bin/python" -m pip install -q -e "$here[onnx,dev]" >&2
+    echo "$want" > "$stamp"
+else
+    # The editable install points at whichever checkout installed it last; repoint cheaply.
+    "$venv/bin/python" -m pip install -q --no-deps -e "$here" >&2
+fi
+echo "$venv/bin/python"
