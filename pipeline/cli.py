@@ -1,0 +1,112 @@
+"""Command line: ``python run_pipeline.py [--config FILE] [--source URI] ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import apply_overrides, load_config
+from pipeline.errors import PipelineError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def _none_or(value: str) -> str | None:
+    return None if value.lower() in ("none", "off", "") else value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_pipeline.py",
+        argument_default=argparse.SUPPRESS,
+        description="Segment a video file, image folder, synthetic scene or live feed; write an "
+        "overlay video and publish every frame's masks over ZeroMQ.",
+    )
+    parser.add_argument("--config", default=None, help=f"YAML config (default: {DEFAULT_CONFIG.name} if present)")
+    parser.add_argument("--source", help="video file, image folder, synthetic://?seed=..&size=WxH&frames=N")
+    parser.add_argument("--output", type=_none_or, help="overlay video path ('none' disables drawing/encoding)")
+    parser.add_argument("--publish", type=_none_or, help="ZeroMQ PUB endpoint, e.g. tcp://127.0.0.1:5560 ('none' disables)")
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding non-loopback addresses")
+    parser.add_argument("--model", help="model name (e.g. maskrcnn_demo, fcn_demo, maskrcnn_resnet50_fpn, fcn_resnet50)")
+    parser.add_argument("--weights", help="torchvision weight name (DEFAULT, COCO_V1...), checkpoint path, 'random' or 'demo'")
+    parser.add_argument("--backend", help="pytorch | onnxruntime | tensorrt | auto")
+    parser.add_argument("--device", help="cpu | cuda")
+    parser.add_argument("--min-size", type=int, help="resize: shorter side (default: the model's)")
+    parser.add_argument("--max-size", type=int, help="resize: cap on the longer side (default: the model's)")
+    parser.add_argument("--score-threshold", type=float, help="drop detections scoring below this")
+    parser.add_argument("--batch-size", type=int, help="frames per inference batch")
+    parser.add_argument("--max-wait-ms", type=float, help="longest wait to fill a batch")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--realtime", action="store_true", help="pace files at their frame rate")
+    parser.add_argument("--save-results", help="write every frame's results as JSON lines")
+    parser.add_argument("--report", help="write the run report (JSON)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", "-v", action="store_true", default=False, help="stage logs to the terminal")
+    return parser
+
+
+FLAG_TO_KEY = {
+    "source": "source.uri",
+    "max_frames": "source.max_frames",
+    "realtime": "source.realtime",
+    "model": "model.name",
+    "weights": "model.weights",
+    "backend": "model.backend",
+    "device": "model.device",
+    "min_size": "model.min_size",
+    "max_size": "model.max_size",
+    "score_threshold": "model.score_threshold",
+    "batch_size": "batching.batch_size",
+    "max_wait_ms": "batching.max_wait_ms",
+    "output": "output.video",
+    "publish": "output.publish",
+    "allow_remote": "output.allow_remote",
+    "save_results": "output.save_results",
+    "report": "output.report",
+    "no_progress": "output.progress",
+}
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Dotted config keys for the flags actually given (all flags default to SUPPRESS)."""
+    given = vars(args)
+    overrides = {key: given[flag] for flag, key in FLAG_TO_KEY.items() if flag in given}
+    if "output.progress" in overrides:
+        overrides["output.progress"] = False
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="segstream: %(message)s", stream=sys.stderr)
+    log = logging.getLogger("segstream")
+    try:
+        config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+        config = load_config(config_path)
+        config = apply_overrides(config, overrides_from_args(args))
+
+        from pipeline.supervisor import Supervisor
+
+        report = Supervisor(config, verbose=args.verbose).run()
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if config.output.report:
+        Path(config.output.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.output.report).write_text(json.dumps(report, indent=2))
+    latency = report["latency_ms"]
+    p50 = f"{latency['p50']:.0f} ms" if latency.get("p50") is not None else "n/a"
+    log.info(
+        "done: %d frames in %.1f s (%.2f fps, latency p50 %s)%s%s",
+        report["frames_written"] or report["frames_published"] or report["frames_processed"],
+        report["processing_s"],
+        report["fps"],
+        p50,
+        f", overlay: {config.output.video}" if config.output.video else "",
+        f", report: {config.output.report}" if config.output.report else "",
+    )
+    return 130 if report.get("interrupted") else 0

@@ -1,0 +1,151 @@
+"""Typed, validated pipeline configuration: YAML in, one ``PipelineConfig`` out.
+
+Every section forbids unknown keys, so a typo fails with a line that names the key.
+Command-line flags override the file through ``apply_overrides``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+HOPS = ("capture", "preprocess", "infer", "postprocess")  # the stage that PUSHes on each hop
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Section):
+    """Where frames come from."""
+
+    uri: str = "synthetic://?seed=7&size=640x480&fps=30&frames=90"
+    max_frames: int | None = Field(default=None, ge=1)
+    realtime: bool = False  # pace files at their own frame rate (a recording standing in for a live feed)
+
+
+class ModelConfig(_Section):
+    """Which model runs and how its detections are filtered."""
+
+    name: str = "maskrcnn_demo"
+    weights: str = "demo"  # torchvision weight name, checkpoint path, "random" or "demo"
+    backend: Literal["pytorch", "onnxruntime", "tensorrt", "auto"] = "pytorch"
+    device: Literal["cpu", "cuda"] = "cpu"
+    min_size: int | None = Field(default=None, ge=32)  # None: the model's own default
+    max_size: int | None = Field(default=None, ge=32)
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    nms_iou: float = Field(default=0.5, gt=0.0, le=1.0)  # class-aware NMS; 1.0 disables
+    mask_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    max_detections: int = Field(default=100, ge=1)
+    seed: int = 0  # for `random` weights
+
+
+class BatchingConfig(_Section):
+    """How the infer stage groups frames into one launch."""
+
+    batch_size: int = Field(default=4, ge=1, le=256)
+    max_wait_ms: float = Field(default=10.0, ge=0.0, le=10_000.0)
+
+
+class TransportConfig(_Section):
+    """Sockets between stages and the shared-memory frame ring."""
+
+    # Per hop endpoint, keyed by the sending stage; "ipc" picks a private ipc:// path.
+    hops: dict[str, str] = Field(default_factory=dict)
+    queue_depth: int = Field(default=2, ge=1, le=64)  # ZeroMQ high-water mark per hop
+    ring_slots: int | None = Field(default=None, ge=2, le=1024)  # None: derived from batch/queues
+    heartbeat_s: float = Field(default=1.0, gt=0.0)
+    stage_timeout_s: float = Field(default=60.0, gt=0.0)  # a stage silent this long is hung
+
+    @field_validator("hops")
+    @classmethod
+    def _check_hops(cls, hops: dict[str, str]) -> dict[str, str]:
+        for stage, endpoint in hops.items():
+            if stage not in HOPS:
+                raise ValueError(f"unknown hop '{stage}' (hops are named by sender: {', '.join(HOPS)})")
+            if endpoint != "ipc" and not endpoint.startswith(("ipc://", "tcp://")):
+                raise ValueError(f"hop '{stage}': endpoint '{endpoint}' must be ipc://... or tcp://...")
+        return hops
+
+
+class OutputConfig(_Section):
+    """What the run produces."""
+
+    video: str | None = "out/overlay.mp4"  # overlay video; null disables drawing and encoding
+    codec: str | None = None  # None: chosen by the container (mp4 -> libx264, webm -> vp9, avi -> mjpeg)
+    publish: str | None = "tcp://127.0.0.1:5560"  # ZeroMQ PUB endpoint for results; null disables
+    allow_remote: bool = False  # binding a non-loopback address needs this
+    save_results: str | None = None  # JSON lines, one per frame
+    report: str | None = None  # JSON run report
+    overlay_alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    progress: bool = True  # progress bar on a TTY
+
+    @field_validator("publish")
+    @classmethod
+    def _check_publish(cls, endpoint: str | None) -> str | None:
+        if endpoint is not None and not endpoint.startswith(("ipc://", "tcp://")):
+            raise ValueError(f"publish endpoint '{endpoint}' must be ipc://... or tcp://...")
+        return endpoint
+
+
+class PipelineConfig(_Section):
+    """The whole run."""
+
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    transport: TransportConfig = Field(default_factory=TransportConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    value = first.get("input")
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown key '{key}'"
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{origin}: {key}: {first['msg']}{shown}"
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "config") -> PipelineConfig:
+    """Validate a plain dict; raise ``ConfigError`` naming the first bad key and value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def load_config(path: str | Path | None) -> PipelineConfig:
+    """Read a YAML config file (None: built-in defaults, which equal configs/default.yaml)."""
+    if path is None:
+        return PipelineConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', err)}") from None
+    return config_from_dict(data, origin=str(path))
+
+
+def apply_overrides(config: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
+    """Return a new config with dotted-key overrides applied (``{"model.name": "fcn_demo"}``).
+
+    A ``None`` value applies too (``--output none`` disables the overlay video).
+    """
+    data = config.model_dump()
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        data[section][key] = value
+    return config_from_dict(data, origin="command line")

@@ -1,0 +1,76 @@
+"""The run plan: everything a stage process needs, written by the supervisor as JSON.
+
+A stage is started as ``python -m pipeline.stages NAME PLAN.json``; the plan names the
+sockets, the shared-memory ring, the model spec and the source, so stages never guess.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from engines.backends.base import ModelSpec
+from pipeline.config import PipelineConfig
+from pipeline.sources.base import SourceInfo
+
+STAGES = ("capture", "preprocess", "infer", "postprocess", "publish")
+
+
+@dataclass
+class RunPlan:
+    """Shared facts of one run (serialisable)."""
+
+    run_id: str
+    run_dir: str
+    config: dict[str, Any]
+    endpoints: dict[str, str]  # "<stage>_in" (bound by that stage), "release", "events", "control"
+    inline_hops: list[str]  # senders whose hop is tcp: pixel data travels inside the message
+    ring_name: str
+    ring_slots: int
+    spec: dict[str, Any]
+    source: dict[str, Any]
+    stream_id: str = "0"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- typed views ---------------------------------------------------------------------
+    def pipeline_config(self) -> PipelineConfig:
+        return PipelineConfig.model_validate(self.config)
+
+    def model_spec(self) -> ModelSpec:
+        data = dict(self.spec)
+        data["class_names"] = tuple(data["class_names"])
+        data["image_mean"] = tuple(data["image_mean"])
+        data["image_std"] = tuple(data["image_std"])
+        return ModelSpec(**data)
+
+    def source_info(self) -> SourceInfo:
+        data = dict(self.source)
+        for key in ("fps", "time_base"):
+            if data.get(key) is not None:
+                data[key] = Fraction(*data[key])
+        return SourceInfo(**data)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunPlan:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
+    data = asdict(spec)
+    data["class_names"] = list(spec.class_names)
+    return data
+
+
+def source_info_to_dict(info: SourceInfo) -> dict[str, Any]:
+    data = asdict(info)
+    for key in ("fps", "time_base"):
+        value = getattr(info, key)
+        data[key] = None if value is None else [value.numerator, value.denominator]
+    return data

@@ -1,0 +1,100 @@
+"""In-process reference: the same model and the same ops as the pipeline, in one loop.
+
+Tests compare the multi-process pipeline's published results with this path (they must be
+identical: the pipeline only moves data around), and the benchmark uses it as the plain
+sequential baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from engines.backends.base import Backend
+from engines.outputs import InstanceOutput
+from engines.transform import prepare_image
+from pipeline.config import PipelineConfig
+from pipeline.inference import infer_images, open_backend
+from pipeline.postprocess import (
+    InstanceFrame,
+    PostprocessParams,
+    class_map_from_output,
+    instances_from_output,
+)
+from pipeline.results import FrameResult
+from pipeline.sources import open_source
+from pipeline.sources.base import Frame
+
+
+def params_from_config(config: PipelineConfig) -> PostprocessParams:
+    m = config.model
+    return PostprocessParams(m.score_threshold, m.nms_iou, m.mask_threshold, m.max_detections)
+
+
+def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def segment_frames(
+    backend: Backend,
+    frames: Iterator[Frame],
+    params: PostprocessParams,
+    batch_size: int = 1,
+    stream: str = "0",
+) -> Iterator[tuple[Frame, FrameResult, InstanceFrame | None]]:
+    """Yield (frame, result, instance details) for every frame, in order."""
+    spec = backend.spec
+    seq = 0
+    for batch in _batches(frames, batch_size):
+        images = [prepare_image(f.image, spec, device=backend.device) for f in batch]
+        outputs, sizes = infer_images(backend, images)
+        for frame, size, output in zip(batch, sizes, outputs, strict=True):
+            frame_size = frame.image.shape[:2]
+            result = FrameResult(
+                stream=stream,
+                seq=seq,
+                width=frame_size[1],
+                height=frame_size[0],
+                model_id=spec.model_id,
+                task=spec.task,
+                class_names=list(spec.class_names),
+                untrained=spec.untrained,
+                pts=frame.pts,
+                time_base=frame.time_base,
+                capture_ns=frame.capture_ns,
+            )
+            details = None
+            if isinstance(output, InstanceOutput):
+                details = instances_from_output(
+                    output.boxes, output.scores, output.labels, output.mask_probs, size, frame_size, params
+                )
+                result.instances = details.instances
+            else:
+                result.class_map = class_map_from_output(output.class_map, frame_size)
+            seq += 1
+            yield frame, result, details
+
+
+def run_reference(config: PipelineConfig, batch_size: int | None = None) -> list[FrameResult]:
+    """Results of ``config`` computed in this process (no video output, no sockets)."""
+    backend = open_backend(config.model)
+    source = open_source(config.source.uri, max_frames=config.source.max_frames)
+    try:
+        return [
+            result
+            for _, result, _ in segment_frames(
+                backend,
+                source.frames(),
+                params_from_config(config),
+                batch_size or config.batching.batch_size,
+            )
+        ]
+    finally:
+        source.close()
+        backend.close()

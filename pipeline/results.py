@@ -1,0 +1,113 @@
+"""Per-frame results as they leave the pipeline, and their wire / JSON-lines forms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from pipeline.messages import SCHEMA_FRAME, version_header
+
+UNLABELED = 255  # class-map value for "no class" (ROS mono8 convention)
+
+
+@dataclass
+class Instance:
+    """One detected instance: class, score, box in frame pixels, mask as COCO RLE."""
+
+    id: int
+    class_id: int
+    score: float
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+    rle: dict[str, Any]  # {"size": [H, W], "counts": str}
+
+
+@dataclass
+class FrameResult:
+    """Everything published for one frame."""
+
+    stream: str
+    seq: int
+    width: int
+    height: int
+    model_id: str
+    task: str  # "instance" | "semantic"
+    class_names: list[str]
+    untrained: bool = False
+    pts: int | None = None
+    time_base: Fraction | None = None
+    capture_ns: int = 0
+    dropped_since_last: int = 0
+    instances: list[Instance] = field(default_factory=list)
+    class_map: np.ndarray | None = None  # [H, W] uint8, semantic task only
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_FRAME,
+            "version": version_header(),
+            "stream": self.stream,
+            "seq": self.seq,
+            "dropped_since_last": self.dropped_since_last,
+            "pts": self.pts,
+            "time_base": None
+            if self.time_base is None
+            else [self.time_base.numerator, self.time_base.denominator],
+            "capture_ns": self.capture_ns,
+            "width": self.width,
+            "height": self.height,
+            "model": self.model_id,
+            "task": self.task,
+            "untrained": self.untrained,
+            "class_names": list(self.class_names),
+            "instances": [
+                {
+                    "id": inst.id,
+                    "class_id": inst.class_id,
+                    "class_name": self.class_names[inst.class_id]
+                    if 0 <= inst.class_id < len(self.class_names)
+                    else str(inst.class_id),
+                    "score": inst.score,
+                    "box": list(inst.box),
+                    "mask": inst.rle,
+                }
+                for inst in self.instances
+            ],
+        }
+
+    def to_wire(self) -> tuple[dict[str, Any], list[np.ndarray]]:
+        """Header plus buffers for the PUB envelope (class map as a raw mono8 buffer)."""
+        header = self._common()
+        buffers: list[np.ndarray] = []
+        header["semantic"] = None
+        if self.class_map is not None:
+            header["semantic"] = {
+                "buffer": 0,
+                "encoding": "mono8",
+                "height": int(self.class_map.shape[0]),
+                "width": int(self.class_map.shape[1]),
+                "step": int(self.class_map.shape[1]),
+                "unlabeled": UNLABELED,
+            }
+            buffers.append(np.ascontiguousarray(self.class_map, dtype=np.uint8))
+        return header, buffers
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-lines form (``--save-results``): the class map as one RLE per present class."""
+        from pipeline.ops.rle import encode_mask
+
+        record = self._common()
+        record["semantic"] = None
+        if self.class_map is not None:
+            present = np.unique(self.class_map)
+            record["semantic"] = {
+                "height": int(self.class_map.shape[0]),
+                "width": int(self.class_map.shape[1]),
+                "classes": [
+                    {"class_id": int(k), "mask": encode_mask(self.class_map == k)}
+                    for k in present
+                    if k != 0 and k != UNLABELED
+                ],
+            }
+        return record

@@ -1,0 +1,148 @@
+"""What every stage process shares: sockets to the supervisor, heartbeats, busy timing,
+blocking sends that stay responsive, and the shared-memory ring.
+
+Frame messages between stages carry a header with at least::
+
+    {"type": "frame", "seq": int, "slot": int, "gen": int, "h": int, "w": int,
+     "pts": int | None, "tb": [num, den] | None, "capture_ns": int, "dropped": int}
+
+and ``{"type": "eos"}`` ends the stream. Each stage forwards EOS after its last frame,
+reports its statistics to the supervisor and exits 0.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import zmq
+
+from pipeline.plan import RunPlan
+from pipeline.transport import sockets
+from pipeline.transport.shm import FrameRing
+
+POLL_MS = 100  # granularity of heartbeats / stop checks while waiting
+
+
+class StopRequested(Exception):
+    """The supervisor asked for an immediate stop (abort, not drain)."""
+
+
+class Stage:
+    """Base class: subclasses implement ``setup`` and ``loop``."""
+
+    name = "stage"
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan = plan
+        self.config = plan.pipeline_config()
+        self.ctx = zmq.Context()
+        self.events = sockets.push(self.ctx, plan.endpoints["events"], hwm=1000)
+        self.control = sockets.subscriber(self.ctx, plan.endpoints["control"])
+        self.ring = FrameRing.attach(plan.ring_name)
+        self.stats: dict[str, Any] = {"busy_s": 0.0}
+        self.drain_requested = False
+        self._heartbeat_every = self.config.transport.heartbeat_s
+        self._last_heartbeat = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def setup(self) -> None:
+        """Open sockets, load models (runs before ``ready`` is reported)."""
+
+    def loop(self) -> None:
+        """Process messages until EOS."""
+        raise NotImplementedError
+
+    def run(self) -> None:
+        self.setup()
+        self.emit("ready", **self.ready_info())
+        self.loop()
+        self.emit("done", stats=self.stats)
+
+    def ready_info(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        self.ring.close()
+        self.ctx.destroy(linger=sockets.LINGER_MS)
+
+    # -- supervisor link -----------------------------------------------------------------
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Send an event to the supervisor (never blocks the stage for long)."""
+        sockets.send(self.events, {"stage": self.name, "type": kind, **fields})
+
+    def tick(self) -> None:
+        """Heartbeat when due and react to control messages; call often while waiting."""
+        now = time.monotonic()
+        if now - self._last_heartbeat >= self._heartbeat_every:
+            self._last_heartbeat = now
+            self.emit("heartbeat")
+        while self.control.poll(0):
+            header, _ = sockets.recv(self.control)
+            if header.get("type") == "drain":
+                self.drain_requested = True
+            elif header.get("type") == "abort":
+                raise StopRequested
+
+    @contextmanager
+    def busy(self):
+        """Count the enclosed time as this stage's busy time."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats["busy_s"] += time.perf_counter() - start
+
+    # -- messaging -----------------------------------------------------------------------
+    def recv(self, sock: zmq.Socket, timeout_ms: int | None = None) -> tuple[dict, list] | None:
+        """Wait for one message, heartbeating meanwhile; None if ``timeout_ms`` passes."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        while True:
+            self.tick()
+            wait = POLL_MS
+            if deadline is not None:
+                wait = int(min(POLL_MS, max(0.0, deadline - time.monotonic()) * 1000))
+            if sock.poll(wait, zmq.POLLIN):
+                return sockets.recv(sock)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def send(self, sock: zmq.Socket, header: dict, buffers: list | tuple = ()) -> None:
+        """Blocking send (backpressure) that keeps heartbeating while downstream is full."""
+        while not sock.poll(POLL_MS, zmq.POLLOUT):
+            self.tick()
+        sockets.send(sock, header, buffers)
+
+    # -- frames in the ring --------------------------------------------------------------
+    def frame_view(self, header: dict) -> np.ndarray:
+        self.ring.check(header["slot"], header["gen"])
+        return self.ring.frame(header["slot"], header["h"], header["w"])
+
+    def inline_payload(self, sender: str, header: dict) -> list[np.ndarray]:
+        """Pixel data to put inside the message when the hop from ``sender`` is tcp://."""
+        if sender not in self.plan.inline_hops or header.get("type") != "frame":
+            return []
+        payload = [self.ring.frame(header["slot"], header["h"], header["w"])]
+        if "in_shape" in header:
+            payload.append(self.ring.model_input(header["slot"], tuple(header["in_shape"])))
+        return payload
+
+    def absorb_inline(self, header: dict, buffers: list) -> list:
+        """Write inline pixel data (tcp hop) into our ring slot; return the other buffers."""
+        count = header.pop("inline", 0)
+        if not count:
+            return buffers
+        self.frame_view(header)[...] = np.frombuffer(buffers[0], np.uint8).reshape(header["h"], header["w"], 3)
+        if count > 1:
+            shape = tuple(header["in_shape"])
+            self.ring.model_input(header["slot"], shape)[...] = np.frombuffer(buffers[1], np.float32).reshape(shape)
+        return buffers[count:]
+
+    def forward(self, sock: zmq.Socket, header: dict, buffers: list | tuple = ()) -> None:
+        """Send a frame message downstream, inlining pixels on tcp hops."""
+        payload = self.inline_payload(self.name, header)
+        if payload:
+            header = {**header, "inline": len(payload)}
+        self.send(sock, header, [*payload, *buffers])

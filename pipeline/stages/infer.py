@@ -1,0 +1,97 @@
+"""Infer stage: groups waiting frames into batches and runs the model once per batch.
+
+A batch closes when it holds ``batch_size`` frames or ``max_wait_ms`` has passed since its
+first frame arrived, whichever comes first. Results go downstream one message per frame, in
+arrival order, with the raw outputs as binary buffers.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from engines.outputs import InstanceOutput
+from engines.transform import prepare_image
+from pipeline.inference import infer_images, open_backend
+from pipeline.plan import spec_to_dict
+from pipeline.stages.base import Stage
+from pipeline.transport import sockets
+
+
+class InferStage(Stage):
+    name = "infer"
+
+    def setup(self) -> None:
+        self.backend = open_backend(self.config.model)
+        self.spec = self.backend.spec
+        self.device = self.backend.device
+        hwm = self.config.transport.queue_depth
+        self.upstream = sockets.pull(self.ctx, self.plan.endpoints["infer_in"], hwm=hwm)
+        self.downstream = sockets.push(self.ctx, self.plan.endpoints["postprocess_in"], hwm=hwm)
+        self.stats.update(frames_processed=0, batches=0, backend=self.backend.name)
+
+    def ready_info(self) -> dict:
+        return {"spec": spec_to_dict(self.spec), "backend": self.backend.name}
+
+    def loop(self) -> None:
+        batching = self.config.batching
+        while True:
+            header, buffers = self.recv(self.upstream)
+            if header["type"] == "eos":
+                self.send(self.downstream, header)
+                return
+            batch = [(header, buffers)]
+            eos = None
+            deadline = time.monotonic() + batching.max_wait_ms / 1000
+            while len(batch) < batching.batch_size:
+                remaining_ms = (deadline - time.monotonic()) * 1000
+                if remaining_ms <= 0:
+                    break
+                message = self.recv(self.upstream, timeout_ms=int(remaining_ms) + 1)
+                if message is None:
+                    break
+                if message[0]["type"] == "eos":
+                    eos = message[0]
+                    break
+                batch.append(message)
+            self.run_batch(batch)
+            if eos is not None:
+                self.send(self.downstream, eos)
+                return
+
+    def _model_input(self, header: dict) -> torch.Tensor:
+        if "in_shape" in header:  # prepared on the host by the preprocess stage
+            self.ring.check(header["slot"], header["gen"])
+            return torch.from_numpy(self.ring.model_input(header["slot"], tuple(header["in_shape"])))
+        return prepare_image(self.frame_view(header), self.spec, device=self.device)
+
+    def run_batch(self, batch: list[tuple[dict, list]]) -> None:
+        with self.busy():
+            for header, buffers in batch:
+                self.absorb_inline(header, buffers)
+            images = [self._model_input(header) for header, _ in batch]
+            outputs, sizes = infer_images(self.backend, images)
+            messages = [self._encode(header, size, out) for (header, _), size, out in zip(batch, sizes, outputs, strict=True)]
+        self.stats["batches"] += 1
+        self.stats["frames_processed"] += len(batch)
+        for header, buffers in messages:
+            self.forward(self.downstream, header, buffers)
+
+    @staticmethod
+    def _encode(header: dict, size: tuple[int, int], output) -> tuple[dict, list[np.ndarray]]:
+        header = {**header, "in_size": list(size)}
+        if isinstance(output, InstanceOutput):
+            header["n"] = int(output.boxes.shape[0])
+            header["mask_size"] = int(output.mask_probs.shape[-1]) if output.mask_probs.ndim == 3 else 28
+            arrays = [
+                output.boxes.float(),
+                output.scores.float(),
+                output.labels.to(torch.int64),
+                output.mask_probs.float(),
+            ]
+            return header, [np.ascontiguousarray(a.detach().cpu().numpy()) for a in arrays]
+        class_map = output.class_map.to(torch.uint8).detach().cpu().numpy()
+        header["map_shape"] = list(class_map.shape)
+        return header, [np.ascontiguousarray(class_map)]

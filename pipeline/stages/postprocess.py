@@ -1,0 +1,80 @@
+"""Postprocess stage: thresholds, class-aware NMS, mask paste-back, RLE, and the overlay.
+
+The overlay is drawn here, into the frame's ring slot in place, so that OpenCV (drawing)
+and PyAV (encoding, in the publish stage) never share a process: both ship FFmpeg libraries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.ops.overlay import class_palette, draw_instances, draw_semantic
+from pipeline.postprocess import PostprocessParams, class_map_from_output, instances_from_output
+from pipeline.stages.base import Stage
+from pipeline.transport import sockets
+
+
+def _tensor(buffer, dtype, shape) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(buffer, dtype=dtype).reshape(shape))
+
+
+class PostprocessStage(Stage):
+    name = "postprocess"
+
+    def setup(self) -> None:
+        torch.set_num_threads(1)
+        hwm = self.config.transport.queue_depth
+        self.upstream = sockets.pull(self.ctx, self.plan.endpoints["postprocess_in"], hwm=hwm)
+        self.downstream = sockets.push(self.ctx, self.plan.endpoints["publish_in"], hwm=hwm)
+        self.spec = self.plan.model_spec()
+        model = self.config.model
+        self.params = PostprocessParams(model.score_threshold, model.nms_iou, model.mask_threshold, model.max_detections)
+        self.draw = self.config.output.video is not None
+        self.alpha = self.config.output.overlay_alpha
+        self.palette = class_palette(len(self.spec.class_names))
+        self.stats.update(instances=0)
+
+    def loop(self) -> None:
+        while True:
+            header, buffers = self.recv(self.upstream)
+            if header["type"] == "eos":
+                self.send(self.downstream, header)
+                return
+            buffers = self.absorb_inline(header, buffers)
+            with self.busy():
+                out_header, out_buffers = self.process(header, buffers)
+            self.forward(self.downstream, out_header, out_buffers)
+
+    def process(self, header: dict, buffers: list) -> tuple[dict, list]:
+        frame_size = (header["h"], header["w"])
+        in_size = tuple(header.pop("in_size"))
+        image = self.frame_view(header) if self.draw else None
+        if "n" in header:
+            n, m = header.pop("n"), header.pop("mask_size")
+            result = instances_from_output(
+                _tensor(buffers[0], np.float32, (n, 4)),
+                _tensor(buffers[1], np.float32, (n,)),
+                _tensor(buffers[2], np.int64, (n,)),
+                _tensor(buffers[3], np.float32, (n, m, m)),
+                in_size,
+                frame_size,
+                self.params,
+            )
+            self.stats["instances"] += len(result.instances)
+            if image is not None:
+                draw_instances(
+                    image, result.crops, result.boxes, result.labels, result.scores,
+                    self.spec.class_names, alpha=self.alpha, palette=self.palette,
+                )
+            header["instances"] = [
+                {"id": i.id, "class_id": i.class_id, "score": i.score, "box": list(i.box), "mask": i.rle}
+                for i in result.instances
+            ]
+            return header, []
+        small = np.frombuffer(buffers[0], np.uint8).reshape(header.pop("map_shape"))
+        class_map = class_map_from_output(small.copy(), frame_size)
+        if image is not None:
+            draw_semantic(image, class_map, alpha=self.alpha, palette=self.palette)
+        header["semantic"] = True
+        return header, [class_map]

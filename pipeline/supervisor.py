@@ -1,0 +1,332 @@
+"""The supervisor: plans a run, starts the five stage processes, watches them, shuts down.
+
+Start-up is two-phase: the infer stage starts first and reports the loaded model's spec
+(class names, input sizes, model id); the other stages start with that spec in their plan.
+Every exit path (normal end, Ctrl-C/SIGTERM, a crashed or hung stage, bad input) ends in
+``_cleanup``: no stage process, shared-memory segment or ipc socket outlives the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from engines.registry import get_model_entry
+from engines.transform import target_size
+from pipeline.config import HOPS, PipelineConfig
+from pipeline.errors import ConfigError, PipelineError, StageError
+from pipeline.plan import STAGES, RunPlan, source_info_to_dict
+from pipeline.sources import open_source
+from pipeline.sources.base import SourceInfo
+from pipeline.transport import sockets
+from pipeline.transport.shm import FrameRing, remove_stale_segments, segment_name
+
+log = logging.getLogger("segstream")
+
+RUN_DIR_PREFIX = "segstream-run-"
+LOG_DIR = Path(tempfile.gettempdir()) / "segstream-logs"
+MODEL_LOAD_TIMEOUT_S = 300.0
+EXIT_GRACE_S = 10.0  # after the last "done", how long stages get to exit on their own
+
+
+@dataclass
+class StageState:
+    name: str
+    process: subprocess.Popen | None = None
+    ready: bool = False
+    done: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+    last_seen: float = field(default_factory=time.monotonic)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _receiver_of(sender: str) -> str:
+    return STAGES[STAGES.index(sender) + 1]
+
+
+def _ring_slots(config: PipelineConfig) -> int:
+    if config.transport.ring_slots is not None:
+        return config.transport.ring_slots
+    # enough for a full batch in the model, the next batch waiting, and the queues between
+    return 2 * config.batching.batch_size + 2 * config.transport.queue_depth + 2
+
+
+def _input_bytes(config: PipelineConfig, info: SourceInfo) -> int:
+    """Largest float32 model input any frame of this source can produce."""
+    if config.model.device != "cpu":
+        return 0  # the transform runs on the GPU inside the infer stage
+    entry = get_model_entry(config.model.name)
+    min_size = config.model.min_size or entry.min_size
+    max_size = config.model.max_size or entry.max_size
+    sizes = info.extra.get("sizes") or [(info.height, info.width)]
+    largest = max(math.prod(target_size(h, w, min_size, max_size)) for h, w in sizes)
+    return 3 * 4 * largest
+
+
+class Supervisor:
+    """Runs one pipeline to completion. ``run()`` returns the report or raises PipelineError."""
+
+    def __init__(self, config: PipelineConfig, verbose: bool = False) -> None:
+        self.config = config
+        self.verbose = verbose
+        self.run_id = uuid.uuid4().hex[:8]
+        self.stages = {name: StageState(name) for name in STAGES}
+        self.ring: FrameRing | None = None
+        self.run_dir: Path | None = None
+        self.ctx: zmq.Context | None = None
+        self.control: zmq.Socket | None = None
+        self._signals = 0
+        self._draining = False
+        self._progress = None
+        self._started = time.monotonic()
+        self._first_frame_at: float | None = None
+        self.publish_endpoint: str | None = None
+
+    # -- planning ------------------------------------------------------------------------
+    def _validate(self) -> SourceInfo:
+        out = self.config.output
+        endpoints = [out.publish] if out.publish else []
+        endpoints += [e for e in self.config.transport.hops.values() if e != "ipc"]
+        for endpoint in endpoints:
+            if not sockets.is_loopback_endpoint(endpoint) and not out.allow_remote:
+                raise ConfigError(
+                    f"endpoint '{endpoint}' is not a loopback address: set output.allow_remote "
+                    "(--allow-remote) to bind it"
+                )
+        get_model_entry(self.config.model.name)  # unknown model: fail before anything starts
+        source = open_source(self.config.source.uri, max_frames=self.config.source.max_frames)
+        try:
+            return source.info()
+        finally:
+            source.close()
+
+    def _plan(self, info: SourceInfo) -> RunPlan:
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
+        endpoints = {
+            "events": f"ipc://{self.run_dir}/events.sock",
+            "control": f"ipc://{self.run_dir}/control.sock",
+            "release": f"ipc://{self.run_dir}/release.sock",
+        }
+        inline = []
+        for sender in HOPS:
+            receiver = _receiver_of(sender)
+            endpoint = self.config.transport.hops.get(sender, "ipc")
+            if endpoint == "ipc":
+                endpoint = f"ipc://{self.run_dir}/{receiver}.sock"
+            elif endpoint.startswith("tcp://"):
+                inline.append(sender)
+            endpoints[f"{receiver}_in"] = endpoint
+        slots = _ring_slots(self.config)
+        frame_bytes = info.width * info.height * 3
+        self.ring = FrameRing.create(segment_name(self.run_id), slots, frame_bytes, _input_bytes(self.config, info))
+        return RunPlan(
+            run_id=self.run_id,
+            run_dir=str(self.run_dir),
+            config=self.config.model_dump(),
+            endpoints=endpoints,
+            inline_hops=inline,
+            ring_name=self.ring.name,
+            ring_slots=slots,
+            spec={},
+            source=source_info_to_dict(info),
+        )
+
+    # -- processes -----------------------------------------------------------------------
+    def _start(self, name: str, plan_path: Path) -> None:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        stderr = None if self.verbose else open(self.run_dir / f"{name}.log", "wb")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "pipeline.stages", name, str(plan_path), str(os.getpid())]
+        self.stages[name].process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+        self.stages[name].last_seen = time.monotonic()
+        if stderr is not None:
+            stderr.close()
+
+    def _failure(self, state: StageState) -> StageError:
+        error_file = self.run_dir / f"{state.name}.error"
+        code = state.process.poll() if state.process else None
+        if error_file.exists():
+            message = error_file.read_text().strip()
+        elif code is not None and code < 0:
+            message = f"crashed (killed by signal {signal.Signals(-code).name})"
+        else:
+            message = f"crashed (exit code {code})"
+        self._keep_log(state.name)
+        return StageError(f"stage '{state.name}' failed: {message}")
+
+    def _keep_log(self, name: str) -> None:
+        log_file = self.run_dir / f"{name}.log" if self.run_dir else None
+        if log_file and log_file.exists() and "Traceback" in log_file.read_text(errors="replace"):
+            kept = LOG_DIR / f"{self.run_id}-{name}.log"
+            shutil.copy(log_file, kept)
+            log.error("full log of stage '%s': %s", name, kept)
+
+    # -- event loop ----------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals += 1
+
+    def _handle_event(self, event: dict[str, Any]) -> None:
+        state = self.stages.get(event.get("stage", ""))
+        if state is None:
+            return
+        state.last_seen = time.monotonic()
+        kind = event["type"]
+        if kind == "ready":
+            state.ready = True
+            state.info = event
+        elif kind == "done":
+            state.done = True
+            state.stats = event.get("stats", {})
+        elif kind == "progress" and self._progress is not None:
+            if self._first_frame_at is None:
+                self._first_frame_at = time.monotonic()
+            self._progress.update(event["frames"] - self._progress.n)
+
+    def _poll(self, events: zmq.Socket, timeout_ms: int) -> None:
+        if events.poll(timeout_ms):
+            while events.poll(0):
+                header, _ = sockets.recv(events)
+                self._handle_event(header)
+        if self._signals and not self._draining:
+            self._draining = True
+            log.warning("stopping: draining frames in flight (Ctrl-C again to abort)")
+        if self._signals > 1:
+            raise PipelineError("aborted by signal")
+        if self._draining:
+            sockets.send(self.control, {"type": "drain"})
+        now = time.monotonic()
+        for state in self.stages.values():
+            if state.process is None:
+                continue
+            code = state.process.poll()
+            if code is not None and not (code == 0 and state.done):
+                raise self._failure(state)
+            limit = self.config.transport.stage_timeout_s if state.ready else MODEL_LOAD_TIMEOUT_S
+            if code is None and not state.done and now - state.last_seen > limit:
+                raise StageError(f"stage '{state.name}' stopped responding (no heartbeat for {limit:.0f} s)")
+
+    def _wait_ready(self, events: zmq.Socket, names: list[str]) -> None:
+        while not all(self.stages[n].ready for n in names):
+            self._poll(events, 100)
+
+    # -- run -----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        remove_stale_segments()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            info = self._validate()
+            plan = self._plan(info)
+            self.ctx = zmq.Context()
+            events = sockets.pull(self.ctx, plan.endpoints["events"], hwm=10000)
+            self.control = self.ctx.socket(zmq.PUB)
+            self.control.setsockopt(zmq.LINGER, 0)
+            self.control.bind(plan.endpoints["control"])
+            plan_path = self.run_dir / "plan.json"
+            plan.save(plan_path)
+            self._start("infer", plan_path)
+            self._wait_ready(events, ["infer"])
+            plan.spec = self.stages["infer"].info["spec"]
+            plan.save(plan_path)
+            others = [n for n in STAGES if n != "infer"]
+            for name in others:
+                self._start(name, plan_path)
+            self._wait_ready(events, others)
+            self.publish_endpoint = self.stages["publish"].info.get("publish_endpoint")
+            if self.publish_endpoint:
+                log.info("publishing results on %s", self.publish_endpoint)
+            self._open_progress(info)
+            started = time.monotonic()
+            while not all(s.done for s in self.stages.values()):
+                self._poll(events, 100)
+            self._join_all()
+            return self._report(plan, info, time.monotonic() - started)
+        finally:
+            if self._progress is not None:
+                self._progress.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._cleanup()
+
+    def _open_progress(self, info: SourceInfo) -> None:
+        if not (self.config.output.progress and sys.stderr.isatty()):
+            return
+        from tqdm import tqdm
+
+        total = info.frame_count
+        if self.config.source.max_frames is not None:
+            total = min(total or self.config.source.max_frames, self.config.source.max_frames)
+        self._progress = tqdm(total=total, unit="frame", desc="segmenting", dynamic_ncols=True)
+
+    def _join_all(self) -> None:
+        deadline = time.monotonic() + EXIT_GRACE_S
+        for state in self.stages.values():
+            try:
+                state.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("stage '%s' did not exit after finishing; terminating it", state.name)
+
+    def _cleanup(self) -> None:
+        alive = [s.process for s in self.stages.values() if s.process is not None and s.process.poll() is None]
+        for proc in alive:
+            proc.terminate()
+        deadline = time.monotonic() + 3.0
+        for proc in alive:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.ctx is not None:
+            self.ctx.destroy(linger=0)
+        if self.ring is not None:
+            self.ring.close()
+            self.ring.unlink()
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # -- report --------------------------------------------------------------------------
+    def _report(self, plan: RunPlan, info: SourceInfo, processing_s: float) -> dict[str, Any]:
+        stats = {name: state.stats for name, state in self.stages.items()}
+        wall_s = time.monotonic() - self._started
+        done = stats["publish"].get("frames_done", 0)
+        report = {
+            "run_id": self.run_id,
+            "source": self.config.source.uri,
+            "model": plan.spec.get("model_id"),
+            "backend": stats["infer"].get("backend"),
+            "device": self.config.model.device,
+            "batch_size": self.config.batching.batch_size,
+            "frames_read": stats["capture"].get("frames_read", 0),
+            "frames_processed": stats["infer"].get("frames_processed", 0),
+            "frames_written": stats["publish"].get("frames_written", 0),
+            "frames_published": stats["publish"].get("frames_published", 0),
+            "frames_dropped": stats["publish"].get("frames_dropped", 0),
+            "decode_errors": stats["capture"].get("decode_errors", 0),
+            "batches": stats["infer"].get("batches", 0),
+            "wall_s": round(wall_s, 3),
+            "startup_s": round(wall_s - processing_s, 3),
+            "processing_s": round(processing_s, 3),
+            "fps": round(done / processing_s, 3) if processing_s > 0 else 0.0,
+            "latency_ms": stats["publish"].get("latency_ms", {"p50": None, "p95": None, "p99": None}),
+            "stages": {
+                name: {
+                    "busy_s": round(s.get("busy_s", 0.0), 3),
+                    "busy_fraction": round(s.get("busy_s", 0.0) / processing_s, 3) if processing_s else 0.0,
+                }
+                for name, s in stats.items()
+            },
+            "interrupted": self._draining,
+        }
+        return report

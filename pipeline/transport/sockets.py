@@ -1,0 +1,96 @@
+"""ZeroMQ socket factories with the pipeline's policies, and message send/receive.
+
+Policies (see DESIGN.md): queues between stages are a few messages deep (small high-water
+marks on both ends), PUSH sockets set IMMEDIATE so nothing queues for a peer that is not
+connected yet, and LINGER is bounded so closing never hangs on a dead peer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+import zmq
+
+from pipeline import messages
+from pipeline.errors import ConfigError
+
+LINGER_MS = 2000  # long enough to flush the last messages of a run, short enough never to hang
+
+
+def _base(ctx: zmq.Context, kind: int, hwm: int) -> zmq.Socket:
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, LINGER_MS)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    return sock
+
+
+def push(ctx: zmq.Context, endpoint: str, hwm: int, bind: bool = False) -> zmq.Socket:
+    """A PUSH end of a hop (connects by default: the receiver owns the endpoint)."""
+    sock = _base(ctx, zmq.PUSH, hwm)
+    sock.setsockopt(zmq.IMMEDIATE, 1)
+    _attach(sock, endpoint, bind)
+    return sock
+
+
+def pull(ctx: zmq.Context, endpoint: str, hwm: int, bind: bool = True) -> zmq.Socket:
+    """A PULL end of a hop (binds by default)."""
+    sock = _base(ctx, zmq.PULL, hwm)
+    _attach(sock, endpoint, bind)
+    return sock
+
+
+def publisher(ctx: zmq.Context, endpoint: str, hwm: int = 64) -> zmq.Socket:
+    """A PUB socket: drops for slow subscribers at its high-water mark, never blocks."""
+    sock = _base(ctx, zmq.PUB, hwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    _attach(sock, endpoint, bind=True)
+    return sock
+
+
+def subscriber(ctx: zmq.Context, endpoint: str, topics: Sequence[str] = ("",), hwm: int = 1000) -> zmq.Socket:
+    """A SUB socket connected to ``endpoint`` and subscribed to ``topics`` ('' = all)."""
+    sock = _base(ctx, zmq.SUB, hwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    for topic in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+    sock.connect(endpoint)
+    return sock
+
+
+def _attach(sock: zmq.Socket, endpoint: str, bind: bool) -> None:
+    try:
+        if bind:
+            sock.bind(endpoint)
+        else:
+            sock.connect(endpoint)
+    except zmq.ZMQError as err:
+        sock.close(0)
+        verb = "bind" if bind else "connect"
+        raise ConfigError(f"cannot {verb} ZeroMQ endpoint '{endpoint}': {err}") from None
+
+
+def send(sock: zmq.Socket, header: dict[str, Any], buffers: Sequence[Any] = (), flags: int = 0) -> None:
+    """Send ``[header, *buffers]``; buffers go zero-copy."""
+    sock.send_multipart(messages.encode(header, buffers), flags=flags, copy=False)
+
+
+def recv(sock: zmq.Socket, flags: int = 0) -> tuple[dict[str, Any], list[memoryview]]:
+    """Receive one ``[header, *buffers]`` message."""
+    return messages.decode(sock.recv_multipart(flags=flags, copy=False))
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ipc:// and tcp:// endpoints bound to a loopback address."""
+    if endpoint.startswith("ipc://"):
+        return True
+    host = urlparse(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', interface names and hostnames may reach other machines
