@@ -1,0 +1,143 @@
+"""Inference backends and ``create_backend``, the one way the runtime makes one.
+
+Backends register a factory ``(model, weights, device, **options) -> Backend`` and an
+availability probe under a name. ``"auto"`` takes the first available of
+``AUTO_ORDER`` (TensorRT, ONNX Runtime, PyTorch); a candidate that fails to start with a
+``ModelError`` is logged and the next one is tried.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from engines.backends.base import Backend, ModelSpec
+from pipeline.errors import ModelError
+
+__all__ = [
+    "AUTO_ORDER",
+    "Backend",
+    "BackendFactory",
+    "ModelSpec",
+    "available_backends",
+    "backend_names",
+    "create_backend",
+    "register_backend",
+]
+
+log = logging.getLogger(__name__)
+
+BackendFactory = Callable[..., Backend]
+
+#: Preference of ``backend="auto"``, best first.
+AUTO_ORDER = ("tensorrt", "onnxruntime", "pytorch")
+
+
+@dataclass(frozen=True)
+class _Registered:
+    factory: BackendFactory | None  # None: name reserved, implementation not there yet
+    is_available: Callable[[torch.device | str], bool]
+
+
+def _never(_device: torch.device | str) -> bool:
+    return False
+
+
+def _always(_device: torch.device | str) -> bool:
+    return True
+
+
+def _pytorch(model: str, weights: Any, device: str | torch.device, **options: Any) -> Backend:
+    from engines.backends.torch_backend import TorchBackend
+
+    allowed = [
+        p.name
+        for p in inspect.signature(TorchBackend.__init__).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    for key in options:
+        if key not in allowed:
+            raise ModelError(
+                f"unknown option '{key}' for backend pytorch (known: {', '.join(allowed)})"
+            )
+    return TorchBackend(model, weights, device, **options)
+
+
+_BACKENDS: dict[str, _Registered] = {
+    "pytorch": _Registered(_pytorch, _always),
+    "onnxruntime": _Registered(None, _never),
+    "tensorrt": _Registered(None, _never),
+}
+
+
+def register_backend(
+    name: str,
+    factory: BackendFactory,
+    is_available: Callable[[torch.device | str], bool] | None = None,
+) -> None:
+    """Register (or replace) a backend. ``is_available(device)`` tells ``"auto"`` whether it
+    can run on that device here (default: always)."""
+    _BACKENDS[name] = _Registered(factory, is_available or _always)
+
+
+def backend_names() -> list[str]:
+    """Every backend name ``create_backend`` understands, including ``"auto"``."""
+    return [*_BACKENDS, "auto"]
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """Backends that can run on ``device`` here, in ``AUTO_ORDER`` preference."""
+    order = [n for n in AUTO_ORDER if n in _BACKENDS] + [
+        n for n in _BACKENDS if n not in AUTO_ORDER
+    ]
+    return [
+        n for n in order if _BACKENDS[n].factory is not None and _BACKENDS[n].is_available(device)
+    ]
+
+
+def create_backend(
+    model: str,
+    weights: str | None = "default",
+    backend: str = "pytorch",
+    device: str = "cpu",
+    **options: Any,
+) -> Backend:
+    """Build the inference backend ``backend`` for registry model ``model``.
+
+    ``weights``: see ``engines.weights.resolve_weights``. ``backend``: ``"pytorch"``,
+    ``"onnxruntime"``, ``"tensorrt"`` or ``"auto"`` (best available; logs one line
+    ``backend: <name> (auto)``). ``options`` go to the backend (thresholds, sizes, ...).
+    Raises ``ModelError`` for an unknown model / backend / option or an unusable device.
+    """
+    from engines.registry import get_model_entry  # lazy: the registry imports backends.base
+
+    get_model_entry(model)  # unknown model: fail before choosing a backend
+    if backend == "auto":
+        candidates = available_backends(device)
+        error: ModelError | None = None
+        for name in candidates:
+            factory = _BACKENDS[name].factory
+            assert factory is not None
+            try:
+                instance = factory(model, weights, device, **options)
+            except ModelError as exc:
+                if name == candidates[-1]:
+                    raise
+                log.warning("backend %s unavailable (%s); trying the next one", name, exc)
+                error = exc
+                continue
+            log.info("backend: %s (auto)", name)
+            return instance
+        raise error or ModelError(f"no inference backend can run on device {device}")
+
+    registered = _BACKENDS.get(backend)
+    if registered is None:
+        raise ModelError(f"unknown backend '{backend}' (choices: {', '.join(backend_names())})")
+    if registered.factory is None:
+        raise ModelError(f"backend '{backend}' is not available yet")
+    return registered.factory(model, weights, device, **options)

@@ -1,0 +1,222 @@
+"""The models the pipeline can serve: name -> task, builder, input defaults, class names.
+
+Input defaults (resize of the shorter side to ``min_size`` unless the longer side would
+exceed ``max_size``, see ``engines.transform``):
+
+- Mask R-CNN: 800 / 1333, torchvision's detection defaults; padded to a multiple of 32.
+- torchvision semantic models: 520 / 2048. torchvision evaluates them with the shorter side
+  at 520 and no cap; 2048 only bounds memory for extreme aspect ratios (a 1080p frame becomes
+  520 x 924). No padding is needed (``size_divisible`` 1): FCN / DeepLabV3 / LR-ASPP take
+  any size and upsample their logits to the input size, so a batch of equal-size frames is
+  run exactly as torchvision would run each frame.
+- Demo models: the sizes (and mean / std) in ``engines.models.demo``
+  (``MASKRCNN_DEMO_INPUT``, ``FCN_DEMO_INPUT``), read lazily so this module imports before
+  that one exists; both pad to a multiple of 32 (their backbones have an FPN). Their class
+  names are the synthetic scene's (``pipeline.synthetic.CLASS_NAMES``).
+
+Mean / std are the ImageNet statistics every torchvision model here was trained with (a
+Mask R-CNN takes them from its own ``transform`` when the backend builds it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+from torch import nn
+
+from engines.backends.base import Task
+from pipeline.errors import ModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Family = Literal["torchvision", "demo"]
+
+
+@dataclass(frozen=True)
+class InputDefaults:
+    """How frames are resized, normalised and padded for a model."""
+
+    min_size: int
+    max_size: int
+    size_divisible: int
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One servable model.
+
+    ``builder(num_classes)`` returns the architecture with random initialisation.
+    ``class_names_source`` says where default class names come from: ``"coco"`` (torchvision's
+    91 COCO categories), ``"voc"`` (21 Pascal VOC classes) or ``"synthetic"`` (the synthetic
+    scene's shape classes the demo models are trained on). ``default_weights`` is what ``weights="default"`` means.
+    """
+
+    name: str
+    task: Task
+    family: Family
+    description: str
+    builder: Callable[[int], nn.Module]
+    inputs: Callable[[], InputDefaults]
+    class_names_source: Literal["coco", "voc", "synthetic"]
+    default_weights: str
+
+    def build(self, num_classes: int) -> nn.Module:
+        """Build the architecture (random init) for ``num_classes`` classes incl. background."""
+        return self.builder(num_classes)
+
+    def input_defaults(self) -> InputDefaults:
+        """Resize / normalisation defaults (resolved lazily for demo models)."""
+        return self.inputs()
+
+    @property
+    def min_size(self) -> int:
+        """Default shorter-side size of the model input."""
+        return self.inputs().min_size
+
+    @property
+    def max_size(self) -> int:
+        """Default cap on the longer side of the model input."""
+        return self.inputs().max_size
+
+    @property
+    def size_divisible(self) -> int:
+        """Batches are padded to a multiple of this."""
+        return self.inputs().size_divisible
+
+    def default_class_names(self) -> tuple[str, ...] | None:
+        """Class names that go with this architecture's standard weights, if any."""
+        from engines.models import torchvision_models as tvm
+
+        if self.class_names_source == "coco":
+            return tvm.coco_category_names()
+        if self.class_names_source == "voc":
+            return tvm.voc_category_names()
+        if self.class_names_source == "synthetic":
+            from pipeline.synthetic.shapes import CLASS_NAMES
+
+            return tuple(CLASS_NAMES)
+        return None
+
+
+def _tv(builder_name: str) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        from engines.models import torchvision_models as tvm
+
+        return getattr(tvm, builder_name)(num_classes)
+
+    build.__name__ = builder_name
+    return build
+
+
+def _demo_module() -> Any:
+    try:
+        return importlib.import_module("engines.models.demo")
+    except ImportError as exc:
+        raise ModelError(
+            f"demo models are unavailable: cannot import engines.models.demo ({exc})"
+        ) from exc
+
+
+def _demo_builder(fn_name: str) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        return getattr(_demo_module(), fn_name)(num_classes)
+
+    build.__name__ = fn_name
+    return build
+
+
+def _demo_inputs(const_name: str, size_divisible: int) -> Callable[[], InputDefaults]:
+    def inputs() -> InputDefaults:
+        demo = _demo_module()
+        const = getattr(demo, const_name)
+        mean = const.get("image_mean", getattr(demo, "IMAGE_MEAN", IMAGENET_MEAN))
+        std = const.get("image_std", getattr(demo, "IMAGE_STD", IMAGENET_STD))
+        return InputDefaults(
+            min_size=int(const["min_size"]),
+            max_size=int(const["max_size"]),
+            size_divisible=int(const.get("size_divisible", size_divisible)),
+            image_mean=tuple(float(v) for v in mean),  # type: ignore[arg-type]
+            image_std=tuple(float(v) for v in std),  # type: ignore[arg-type]
+        )
+
+    return inputs
+
+
+def _fixed(defaults: InputDefaults) -> Callable[[], InputDefaults]:
+    return lambda: defaults
+
+
+_MASKRCNN_INPUT = InputDefaults(min_size=800, max_size=1333, size_divisible=32)
+_SEMANTIC_INPUT = InputDefaults(min_size=520, max_size=2048, size_divisible=1)
+
+
+@cache
+def _entries() -> dict[str, ModelEntry]:
+    entries = [
+        ModelEntry(
+            "maskrcnn_resnet50_fpn", "instance", "torchvision",
+            "Mask R-CNN ResNet-50 FPN (torchvision, COCO)",
+            _tv("build_maskrcnn_resnet50_fpn"), _fixed(_MASKRCNN_INPUT), "coco", "DEFAULT",
+        ),
+        ModelEntry(
+            "maskrcnn_resnet50_fpn_v2", "instance", "torchvision",
+            "Mask R-CNN ResNet-50 FPN v2 (torchvision, COCO)",
+            _tv("build_maskrcnn_resnet50_fpn_v2"), _fixed(_MASKRCNN_INPUT), "coco", "DEFAULT",
+        ),
+        ModelEntry(
+            "fcn_resnet50", "semantic", "torchvision", "FCN ResNet-50 (torchvision, VOC classes)",
+            _tv("build_fcn_resnet50"), _fixed(_SEMANTIC_INPUT), "voc", "DEFAULT",
+        ),
+        ModelEntry(
+            "fcn_resnet101", "semantic", "torchvision", "FCN ResNet-101 (torchvision, VOC classes)",
+            _tv("build_fcn_resnet101"), _fixed(_SEMANTIC_INPUT), "voc", "DEFAULT",
+        ),
+        ModelEntry(
+            "deeplabv3_resnet50", "semantic", "torchvision",
+            "DeepLabV3 ResNet-50 (torchvision, VOC classes)",
+            _tv("build_deeplabv3_resnet50"), _fixed(_SEMANTIC_INPUT), "voc", "DEFAULT",
+        ),
+        ModelEntry(
+            "deeplabv3_resnet101", "semantic", "torchvision",
+            "DeepLabV3 ResNet-101 (torchvision, VOC classes)",
+            _tv("build_deeplabv3_resnet101"), _fixed(_SEMANTIC_INPUT), "voc", "DEFAULT",
+        ),
+        ModelEntry(
+            "lraspp_mobilenet_v3_large", "semantic", "torchvision",
+            "LR-ASPP MobileNetV3-Large (torchvision, VOC classes)",
+            _tv("build_lraspp_mobilenet_v3_large"), _fixed(_SEMANTIC_INPUT), "voc", "DEFAULT",
+        ),
+        ModelEntry(
+            "maskrcnn_demo", "instance", "demo", "small Mask R-CNN trained on the synthetic scenes",
+            _demo_builder("build_maskrcnn_demo"), _demo_inputs("MASKRCNN_DEMO_INPUT", 32),
+            "synthetic", "demo",
+        ),
+        ModelEntry(
+            "fcn_demo", "semantic", "demo", "small FCN trained on the synthetic scenes",
+            _demo_builder("build_fcn_demo"), _demo_inputs("FCN_DEMO_INPUT", 32),
+            "synthetic", "demo",
+        ),
+    ]  # fmt: skip
+    return {e.name: e for e in entries}
+
+
+def list_models() -> list[str]:
+    """Names of all servable models, in registry order."""
+    return list(_entries())
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; an unknown name raises ``ModelError``."""
+    try:
+        return _entries()[name]
+    except KeyError:
+        raise ModelError(
+            f"unknown model '{name}' (available: {', '.join(list_models())})"
+        ) from None
