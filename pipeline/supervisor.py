@@ -270,11 +270,16 @@ class Supervisor:
         self._progress = tqdm(total=total, unit="frame", desc="segmenting", dynamic_ncols=True)
 
     def _join_all(self) -> None:
+        """Every stage is done: tell them to exit (repeatedly: PUB is fire-and-forget)."""
         deadline = time.monotonic() + EXIT_GRACE_S
         for state in self.stages.values():
-            try:
-                state.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            while state.process.poll() is None and time.monotonic() < deadline:
+                sockets.send(self.control, {"type": "exit"})
+                try:
+                    state.process.wait(timeout=0.1)
+                except subprocess.TimeoutExpired:
+                    pass
+            if state.process.poll() is None:
                 log.warning("stage '%s' did not exit after finishing; terminating it", state.name)
 
     def _cleanup(self) -> None:

@@ -12,6 +12,8 @@ reports its statistics to the supervisor and exits 0.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +25,7 @@ from pipeline.plan import RunPlan
 from pipeline.transport import sockets
 from pipeline.transport.shm import FrameRing
 
+_TRACE = bool(os.environ.get("SEGSTREAM_TRACE"))  # log every stage message to stderr
 POLL_MS = 100  # granularity of heartbeats / stop checks while waiting
 
 
@@ -44,6 +47,7 @@ class Stage:
         self.ring = FrameRing.attach(plan.ring_name)
         self.stats: dict[str, Any] = {"busy_s": 0.0}
         self.drain_requested = False
+        self.exit_requested = False
         self._heartbeat_every = self.config.transport.heartbeat_s
         self._last_heartbeat = 0.0
 
@@ -60,13 +64,18 @@ class Stage:
         self.emit("ready", **self.ready_info())
         self.loop()
         self.emit("done", stats=self.stats)
+        # Stay connected until the supervisor has seen the whole pipeline finish: closing
+        # our sockets earlier could cut off messages a slower stage has not pulled yet.
+        while not self.exit_requested:
+            self.tick()
+            time.sleep(POLL_MS / 1000)
 
     def ready_info(self) -> dict[str, Any]:
         return {}
 
     def close(self) -> None:
         self.ring.close()
-        self.ctx.destroy(linger=sockets.LINGER_MS)
+        self.ctx.destroy()  # each socket's own LINGER: data hops flush, the rest is bounded
 
     # -- supervisor link -----------------------------------------------------------------
     def emit(self, kind: str, **fields: Any) -> None:
@@ -83,6 +92,8 @@ class Stage:
             header, _ = sockets.recv(self.control)
             if header.get("type") == "drain":
                 self.drain_requested = True
+            elif header.get("type") == "exit":
+                self.exit_requested = True
             elif header.get("type") == "abort":
                 raise StopRequested
 
@@ -105,7 +116,10 @@ class Stage:
             if deadline is not None:
                 wait = int(min(POLL_MS, max(0.0, deadline - time.monotonic()) * 1000))
             if sock.poll(wait, zmq.POLLIN):
-                return sockets.recv(sock)
+                message = sockets.recv(sock)
+                if _TRACE:
+                    print(f"[{self.name}] got {message[0].get('type')} {message[0].get('seq')}", file=sys.stderr, flush=True)
+                return message
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
@@ -114,6 +128,8 @@ class Stage:
         while not sock.poll(POLL_MS, zmq.POLLOUT):
             self.tick()
         sockets.send(sock, header, buffers)
+        if _TRACE:
+            print(f"[{self.name}] sent {header.get('type')} {header.get('seq')}", file=sys.stderr, flush=True)
 
     # -- frames in the ring --------------------------------------------------------------
     def frame_view(self, header: dict) -> np.ndarray:

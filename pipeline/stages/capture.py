@@ -7,6 +7,7 @@ decoder); nothing is ever dropped or reordered.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import zmq
@@ -16,15 +17,35 @@ from pipeline.stages.base import Stage
 from pipeline.transport import sockets
 
 
+class FramePacer:
+    """Releases frames at their presentation times (``--realtime``: a file plays like a feed)."""
+
+    def __init__(self) -> None:
+        self._origin: tuple[float, float] | None = None  # (wall clock, media seconds) of frame 0
+
+    def wait(self, frame, tick) -> None:
+        if frame.pts is None or frame.time_base is None:
+            return
+        media_s = float(frame.pts * frame.time_base)
+        if self._origin is None:
+            self._origin = (time.monotonic(), media_s)
+            return
+        due = self._origin[0] + (media_s - self._origin[1])
+        while (remaining := due - time.monotonic()) > 0:
+            time.sleep(min(remaining, 0.05))
+            tick()
+
+
 class CaptureStage(Stage):
     name = "capture"
 
     def setup(self) -> None:
         hwm = self.config.transport.queue_depth
         self.releases = sockets.pull(self.ctx, self.plan.endpoints["release"], hwm=1000, bind=True)
-        self.downstream = sockets.push(self.ctx, self.plan.endpoints["preprocess_in"], hwm=hwm)
+        self.downstream = sockets.push(self.ctx, self.plan.endpoints["preprocess_in"], hwm=hwm, lossless=True)
         src = self.config.source
-        self.source = open_source(src.uri, max_frames=src.max_frames, realtime=src.realtime)
+        self.source = open_source(src.uri, max_frames=src.max_frames)
+        self.pacer = FramePacer() if src.realtime else None
         self.free_slots: deque[int] = deque(range(self.plan.ring_slots))
         self.stats.update(frames_read=0, decode_errors=0)
 
@@ -46,6 +67,8 @@ class CaptureStage(Stage):
                 frame = next(frames, None)
             if frame is None:
                 break
+            if self.pacer is not None:
+                self.pacer.wait(frame, self.tick)
             self._collect_releases(block=True)
             slot = self.free_slots.popleft()
             with self.busy():

@@ -29,7 +29,7 @@ class InferStage(Stage):
         self.device = self.backend.device
         hwm = self.config.transport.queue_depth
         self.upstream = sockets.pull(self.ctx, self.plan.endpoints["infer_in"], hwm=hwm)
-        self.downstream = sockets.push(self.ctx, self.plan.endpoints["postprocess_in"], hwm=hwm)
+        self.downstream = sockets.push(self.ctx, self.plan.endpoints["postprocess_in"], hwm=hwm, lossless=True)
         self.stats.update(frames_processed=0, batches=0, backend=self.backend.name)
 
     def ready_info(self) -> dict:

@@ -26,7 +26,7 @@ class PostprocessStage(Stage):
         torch.set_num_threads(1)
         hwm = self.config.transport.queue_depth
         self.upstream = sockets.pull(self.ctx, self.plan.endpoints["postprocess_in"], hwm=hwm)
-        self.downstream = sockets.push(self.ctx, self.plan.endpoints["publish_in"], hwm=hwm)
+        self.downstream = sockets.push(self.ctx, self.plan.endpoints["publish_in"], hwm=hwm, lossless=True)
         self.spec = self.plan.model_spec()
         model = self.config.model
         self.params = PostprocessParams(model.score_threshold, model.nms_iou, model.mask_threshold, model.max_detections)

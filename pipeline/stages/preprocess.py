@@ -20,7 +20,7 @@ class PreprocessStage(Stage):
         torch.set_num_threads(1)  # one core's worth: the infer stage needs the rest
         hwm = self.config.transport.queue_depth
         self.upstream = sockets.pull(self.ctx, self.plan.endpoints["preprocess_in"], hwm=hwm)
-        self.downstream = sockets.push(self.ctx, self.plan.endpoints["infer_in"], hwm=hwm)
+        self.downstream = sockets.push(self.ctx, self.plan.endpoints["infer_in"], hwm=hwm, lossless=True)
         self.spec = self.plan.model_spec()
         self.on_host = self.config.model.device == "cpu"
 

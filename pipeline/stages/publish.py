@@ -59,10 +59,18 @@ class PublishStage(Stage):
                 buffers = self.absorb_inline(header, buffers)
                 with self.busy():
                     self.publish(header, buffers)
-                self.send(self.releases, {"slot": header["slot"]})
+                self._release(header["slot"])
                 self._progress()
         finally:
             self._finish()
+
+    def _release(self, slot: int) -> None:
+        """Return a slot to capture. Never blocks: once capture has finished reading it
+        has left, and its release queue is deeper than the ring while it is alive."""
+        try:
+            sockets.send(self.releases, {"slot": slot}, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     def _result(self, header: dict, buffers: list) -> FrameResult:
         tb = header.get("tb")

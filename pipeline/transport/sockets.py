@@ -17,7 +17,7 @@ import zmq
 from pipeline import messages
 from pipeline.errors import ConfigError
 
-LINGER_MS = 2000  # long enough to flush the last messages of a run, short enough never to hang
+LINGER_MS = 2000  # control/event sockets: flush the last messages, never hang on a dead peer
 
 
 def _base(ctx: zmq.Context, kind: int, hwm: int) -> zmq.Socket:
@@ -28,10 +28,17 @@ def _base(ctx: zmq.Context, kind: int, hwm: int) -> zmq.Socket:
     return sock
 
 
-def push(ctx: zmq.Context, endpoint: str, hwm: int, bind: bool = False) -> zmq.Socket:
-    """A PUSH end of a hop (connects by default: the receiver owns the endpoint)."""
+def push(ctx: zmq.Context, endpoint: str, hwm: int, bind: bool = False, lossless: bool = False) -> zmq.Socket:
+    """A PUSH end of a hop (connects by default: the receiver owns the endpoint).
+
+    ``lossless`` hops keep unsent messages at close until the peer takes them (a stage
+    that finished must not drop the frames a slower stage has not pulled yet); a run whose
+    downstream died is torn down by the supervisor, so this cannot hang a run.
+    """
     sock = _base(ctx, zmq.PUSH, hwm)
     sock.setsockopt(zmq.IMMEDIATE, 1)
+    if lossless:
+        sock.setsockopt(zmq.LINGER, -1)
     _attach(sock, endpoint, bind)
     return sock
 
