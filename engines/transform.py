@@ -86,9 +86,21 @@ def prepare_image(
     """One HxWx3 uint8 RGB frame -> model input [3, nh, nw] float32 on ``device``.
 
     ``device=None`` keeps a tensor where it is (numpy arrays go to the CPU).
+
+    On the CPU the transform runs on one thread: ATen's vectorised kernels split work by
+    thread, and the last bit of a resized pixel can depend on the split. Pinning it makes
+    the preprocess stage, the reference path and the benchmark produce identical inputs
+    whatever their thread settings.
     """
     chw = to_chw_float(image, device)
-    return resize(normalize(chw, spec.image_mean, spec.image_std), spec.min_size, spec.max_size)
+    if chw.device.type != "cpu":
+        return resize(normalize(chw, spec.image_mean, spec.image_std), spec.min_size, spec.max_size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return resize(normalize(chw, spec.image_mean, spec.image_std), spec.min_size, spec.max_size)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def batch_images(

@@ -59,7 +59,7 @@ def decode_envelope(frames: Sequence[Any]) -> tuple[str, dict[str, Any], list[me
     """Inverse of ``encode_envelope``; raises ``ProtocolVersionError`` on an unknown major."""
     if len(frames) < 2:
         raise ValueError(f"envelope needs at least 2 frames (topic, header), got {len(frames)}")
-    topic = _bytes(frames[0]).decode("utf-8")
+    topic = bytes(_bytes(frames[0])).decode("utf-8")
     header, buffers = decode(frames[1:])
     check_version(header)
     return topic, header, buffers

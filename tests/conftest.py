@@ -1,0 +1,62 @@
+"""Shared fixtures: small real videos, pipeline configs, leftover checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import PipelineConfig, config_from_dict
+from pipeline.transport.shm import NAME_PREFIX, SHM_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from media import make_video  # noqa: E402
+
+
+def small_config(source: str, tmp_path: Path, **sections) -> PipelineConfig:
+    """A fast pipeline config for tests: random-weight demo model at a small input size."""
+    data = {
+        "source": {"uri": str(source)},
+        "model": {"name": "maskrcnn_demo", "weights": "random", "min_size": 128, "max_size": 192,
+                  "score_threshold": 0.0},
+        "batching": {"batch_size": 3, "max_wait_ms": 10_000},  # deterministic batches: always full
+        "output": {"video": str(tmp_path / "overlay.mp4"), "publish": f"ipc://{tmp_path}/pub.sock",
+                   "save_results": str(tmp_path / "results.jsonl"), "progress": False},
+    }
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return config_from_dict(data)
+
+
+@pytest.fixture(scope="session")
+def video_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("videos")
+
+
+@pytest.fixture(scope="session")
+def h264_video(video_dir) -> Path:
+    """7 frames of H.264 with B-frames in MP4, 160x120."""
+    return make_video(video_dir / "bframes.mp4", 7, 160, 120, "libx264", 25, bframes=2)
+
+
+def segments_of(pid: int) -> list[str]:
+    return [p.name for p in SHM_DIR.glob(f"{NAME_PREFIX}{pid}-*")]
+
+
+def stage_processes(run_id: str | None = None) -> list[str]:
+    """Command lines of live stage processes (of one run, or of any)."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in out if line.startswith("segstream: ") and (run_id is None or run_id in line)]
+
+
+def run_cli(args: list[str], timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "run_pipeline.py"), *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=kwargs.pop("cwd", REPO), **kwargs,
+    )
