@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,14 @@ def bench_sequential(config: PipelineConfig, out_dir: Path) -> float:
     from pipeline.sinks.video_writer import VideoWriter
 
     backend = open_backend(config.model)
-    source = open_source(config.source.uri, max_frames=config.source.max_frames)
+    source = open_source(config.source.uri)
     info = source.info()
     palette = class_palette(len(backend.spec.class_names))
     writer = VideoWriter(str(out_dir / "sequential.mp4"), info.width, info.height, fps=info.fps, time_base=info.time_base)
     start, count = time.perf_counter(), 0
-    for frame, result, details in segment_frames(backend, source.frames(), params_from_config(config), batch_size=1):
+    for frame, result, details in segment_frames(
+        backend, islice(source.frames(), config.source.max_frames), params_from_config(config), batch_size=1
+    ):
         image = frame.image.copy()
         if details is not None:
             draw_instances(image, details.crops, details.boxes, details.labels, details.scores,
@@ -65,8 +68,9 @@ def bench_sequential(config: PipelineConfig, out_dir: Path) -> float:
 def bench_inference(config: PipelineConfig) -> float:
     """(b) FPS of the model alone at the configured batch size, inputs prepared beforehand."""
     backend = open_backend(config.model)
-    source = open_source(config.source.uri, max_frames=config.source.max_frames)
-    images = [prepare_image(f.image, backend.spec, device=backend.device) for f in source.frames()]
+    source = open_source(config.source.uri)
+    frames = islice(source.frames(), config.source.max_frames)
+    images = [prepare_image(f.image, backend.spec, device=backend.device) for f in frames]
     source.close()
     size = config.batching.batch_size
     infer_images(backend, images[:size])  # warm-up

@@ -8,6 +8,7 @@ sequential baseline.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 
 from engines.backends.base import Backend
 from engines.outputs import InstanceOutput
@@ -84,13 +85,13 @@ def segment_frames(
 def run_reference(config: PipelineConfig, batch_size: int | None = None) -> list[FrameResult]:
     """Results of ``config`` computed in this process (no video output, no sockets)."""
     backend = open_backend(config.model)
-    source = open_source(config.source.uri, max_frames=config.source.max_frames)
+    source = open_source(config.source.uri)
     try:
         return [
             result
             for _, result, _ in segment_frames(
                 backend,
-                source.frames(),
+                islice(source.frames(), config.source.max_frames),
                 params_from_config(config),
                 batch_size or config.batching.batch_size,
             )

@@ -107,7 +107,7 @@ class Supervisor:
                     "(--allow-remote) to bind it"
                 )
         get_model_entry(self.config.model.name)  # unknown model: fail before anything starts
-        source = open_source(self.config.source.uri, max_frames=self.config.source.max_frames)
+        source = open_source(self.config.source.uri)
         try:
             return source.info()
         finally:

@@ -44,7 +44,7 @@ class CaptureStage(Stage):
         self.releases = sockets.pull(self.ctx, self.plan.endpoints["release"], hwm=1000, bind=True)
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["preprocess_in"], hwm=hwm, lossless=True)
         src = self.config.source
-        self.source = open_source(src.uri, max_frames=src.max_frames)
+        self.source = open_source(src.uri)
         self.pacer = FramePacer() if src.realtime else None
         self.free_slots: deque[int] = deque(range(self.plan.ring_slots))
         self.stats.update(frames_read=0, decode_errors=0)

@@ -1,0 +1,163 @@
+"""Every exit path leaves nothing behind: normal end, Ctrl-C/SIGTERM (drains), a stage
+killed with SIGKILL, the supervisor itself killed, and bad input (fails within seconds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+from conftest import REPO, make_video, run_cli, segments_of
+
+from pipeline.client import ResultSubscriber
+from pipeline.transport.shm import remove_stale_segments
+
+
+def _children(pid: int) -> dict[str, int]:
+    """Stage name -> pid of the stage processes a supervisor started."""
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    stages = {}
+    for line in out.splitlines():
+        child_pid, _, args = line.strip().partition(" ")
+        if args.startswith("segstream: "):
+            stages[args.split()[1]] = int(child_pid)
+    return stages
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def _wait_gone(pids, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids if _alive(p)]
+        if not left:
+            return []
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("long") / "long.mp4", 150, 160, 120, "libx264", 25)
+
+
+def _start(tmp_path: Path, video: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    endpoint = f"ipc://{tmp_path}/pub.sock"
+    args = [
+        sys.executable, str(REPO / "run_pipeline.py"), "--source", str(video), "--model", "maskrcnn_demo",
+        "--weights", "random", "--min-size", "128", "--max-size", "192", "--realtime", "--no-progress",
+        "--output", str(tmp_path / "out.mp4"), "--publish", endpoint, "--report", str(tmp_path / "report.json"),
+        *extra,
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    return proc, endpoint
+
+
+def _wait_first_result(endpoint: str, proc: subprocess.Popen) -> None:
+    with ResultSubscriber(endpoint) as sub:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if sub.recv(timeout_s=1.0) is not None:
+                return
+            assert proc.poll() is None, proc.communicate()[1]
+    pytest.fail("no result within 180 s")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_drains_in_flight_frames_and_cleans_up(tmp_path, long_video, signum):
+    proc, endpoint = _start(tmp_path, long_video)
+    _wait_first_result(endpoint, proc)
+    stages = _children(proc.pid)
+    assert set(stages) == {"capture", "preprocess", "infer", "postprocess", "publish"}  # readable names
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "draining" in stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["interrupted"] is True
+    # everything read was processed and written: nothing in flight was lost
+    assert 0 < report["frames_read"] < 150
+    assert report["frames_written"] == report["frames_processed"] == report["frames_read"]
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == report["frames_written"]
+    assert not _wait_gone(stages.values())
+    assert not segments_of(proc.pid)
+
+
+@pytest.mark.parametrize("victim", ["infer", "capture", "publish"])
+def test_killed_stage_fails_the_run_naming_it(tmp_path, long_video, victim):
+    proc, endpoint = _start(tmp_path, long_video)
+    _wait_first_result(endpoint, proc)
+    stages = _children(proc.pid)
+    os.kill(stages[victim], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    last = stderr.strip().splitlines()[-1]
+    assert last == f"error: stage '{victim}' failed: crashed (killed by signal SIGKILL)"
+    assert not _wait_gone(stages.values())
+    assert not segments_of(proc.pid)
+
+
+def test_killed_supervisor_takes_its_stages_along(tmp_path, long_video):
+    proc, endpoint = _start(tmp_path, long_video)
+    _wait_first_result(endpoint, proc)
+    stages = _children(proc.pid)
+    proc.kill()
+    proc.wait()
+    assert not _wait_gone(stages.values()), "stage processes outlived a SIGKILLed supervisor"
+    # the segment of a dead supervisor is reclaimed by the next run's start-up sweep
+    assert segments_of(proc.pid)
+    remove_stale_segments()
+    assert not segments_of(proc.pid)
+
+
+def _corrupt_file(tmp_path: Path) -> Path:
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(os.urandom(4096))
+    return path
+
+
+BAD_INPUTS = [
+    ("missing file", lambda t: ["--source", str(t / "nope.mp4")], "source not found"),
+    ("corrupt file", lambda t: ["--source", str(_corrupt_file(t))], "cannot open video"),
+    ("unknown scheme", lambda t: ["--source", "gopher://x"], "unknown source scheme 'gopher://'"),
+    ("unknown model", lambda t: ["--model", "resnet9000"], "unknown model 'resnet9000'"),
+    ("bad weights file", lambda t: ["--weights", str(t / "w.pt")], "w.pt"),
+    ("bad batch size", lambda t: ["--batch-size", "0"], "batching.batch_size"),
+    ("remote bind", lambda t: ["--publish", "tcp://0.0.0.0:5999"], "not a loopback address"),
+]
+
+
+@pytest.mark.parametrize("case, args, fragment", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_fails_fast_with_one_line(tmp_path, case, args, fragment):
+    start = time.monotonic()
+    base = ["--output", str(tmp_path / "o.mp4"), "--publish", f"ipc://{tmp_path}/p.sock", "--no-progress"]
+    result = run_cli([*base, *args(tmp_path)], timeout=120)  # the case's flags come last and win
+    elapsed = time.monotonic() - start
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert elapsed < 60, f"took {elapsed:.0f} s to fail"
+
+
+def test_bad_config_key_names_file_and_key(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  name: maskrcnn_demo\n  wieghts: demo\n")
+    result = run_cli(["--config", str(config)], timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {config}: unknown key 'model.wieghts'"
