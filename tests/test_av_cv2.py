@@ -49,3 +49,24 @@ def test_pyav_and_opencv_coexist_in_one_process(tmp_path, order):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+@pytest.mark.parametrize(
+    "stage, extra",
+    [
+        ("capture", "pipeline.sources.video_file"),
+        ("preprocess", ""),
+        ("infer", ""),
+        ("postprocess", "pipeline.ops.overlay"),
+        ("publish", "pipeline.sinks.video_writer"),
+    ],
+)
+def test_no_stage_process_loads_both(stage, extra):
+    code = (
+        f"import sys, pipeline.stages.{stage}" + (f", {extra}" if extra else "") + ";"
+        "print(int('cv2' in sys.modules), int('av' in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    cv2_loaded, av_loaded = map(int, out.stdout.split())
+    assert not (cv2_loaded and av_loaded), f"{stage} loads both OpenCV and PyAV"
