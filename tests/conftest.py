@@ -60,3 +60,20 @@ def run_cli(args: list[str], timeout: float = 240, **kwargs) -> subprocess.Compl
         [sys.executable, str(REPO / "run_pipeline.py"), *args],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=kwargs.pop("cwd", REPO), **kwargs,
     )
+
+
+def leftovers() -> list[str]:
+    """Anything a finished run could have leaked: ring segments and run directories of
+    supervisors that are gone, and stage processes orphaned to init."""
+    from pipeline.supervisor import RUN_DIR_PREFIX
+    from pipeline.transport.shm import _pid_alive
+
+    found = []
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    for path in [*SHM_DIR.glob(f"{NAME_PREFIX}*"), *tmp.glob(f"{RUN_DIR_PREFIX}*")]:
+        pid = path.name.removeprefix(NAME_PREFIX).removeprefix(RUN_DIR_PREFIX).split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            found.append(str(path))
+    out = subprocess.run(["ps", "-eo", "ppid=,args="], capture_output=True, text=True).stdout
+    found += [line for line in out.splitlines() if line.split(None, 1)[0] == "1" and "segstream: " in line]
+    return found

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import av
 import pytest
-from conftest import REPO, make_video, run_cli, segments_of
+from conftest import REPO, leftovers, make_video, run_cli, segments_of
 
 from pipeline.client import ResultSubscriber
 from pipeline.transport.shm import remove_stale_segments
@@ -110,6 +110,7 @@ def test_killed_stage_fails_the_run_naming_it(tmp_path, long_video, victim):
     assert last == f"error: stage '{victim}' failed: crashed (killed by signal SIGKILL)"
     assert not _wait_gone(stages.values())
     assert not segments_of(proc.pid)
+    assert not leftovers()
 
 
 def test_killed_supervisor_takes_its_stages_along(tmp_path, long_video):
@@ -153,6 +154,7 @@ def test_bad_input_fails_fast_with_one_line(tmp_path, case, args, fragment):
     assert len(errors) == 1 and fragment in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert elapsed < 60, f"took {elapsed:.0f} s to fail"
+    assert not leftovers()
 
 
 def test_bad_config_key_names_file_and_key(tmp_path):
