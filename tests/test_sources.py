@@ -440,8 +440,8 @@ def test_open_source_unknown_scheme() -> None:
     msg = str(err.value)
     assert msg.startswith("unknown source scheme 'foo://' in 'foo://x' (supported: ")
     assert "file://" in msg and "synthetic://" in msg
-    with pytest.raises(SourceError, match="unknown source scheme 'camera:'"):
-        open_source("camera:0")
+    with pytest.raises(SourceError, match="unknown source scheme 'webcam:'"):
+        open_source("webcam:0")
 
 
 def test_open_source_registry(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,8 +5,11 @@ URI forms:
 * an existing directory, or ``file://DIR``: :class:`~pipeline.sources.image_folder.ImageFolderSource`
 * a plain path or ``file://PATH``: :class:`~pipeline.sources.video_file.VideoFileSource`
 * ``SCHEME://...`` or ``SCHEME:...`` for a scheme in :data:`SOURCE_SCHEMES`, e.g.
-  ``synthetic://...``; live sources (``rtsp://``, ``camera:N``, ...) are added with
-  :func:`register_source`.
+  ``synthetic://...``; live network streams (``rtsp://``, ``rtsps://``, ``rtmp://``,
+  ``http(s)://``, ``udp://``, ``srt://``, ``tcp://``, ...):
+  :class:`~pipeline.sources.stream.StreamSource`; cameras (``camera:N``, ``camera:/dev/PATH``
+  and ``/dev/videoN`` / ``/dev/v4l/...`` paths): :class:`~pipeline.sources.camera.CameraSource`;
+  more with :func:`register_source`.
 
 Loaders are imported lazily, so a scheme whose module needs optional packages costs nothing
 until it is used.
@@ -40,7 +43,17 @@ SourceLoader = Callable[..., Source]
 # scheme (lower case, without ":" or "//") -> loader, or "module:attribute" imported on use.
 SOURCE_SCHEMES: dict[str, SourceLoader | str] = {
     "synthetic": "pipeline.sources.synthetic:SyntheticSource",
+    # live network streams: anything FFmpeg opens from a URL (pipeline/sources/stream.py)
+    **{
+        scheme: "pipeline.sources.stream:StreamSource"
+        for scheme in ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "rtp", "srt", "tcp")
+    },
+    # V4L2 cameras: camera:N, camera:/dev/PATH (and /dev/videoN paths, see open_source)
+    "camera": "pipeline.sources.camera:CameraSource",
 }
+
+# Device paths that name a camera rather than a file.
+_CAMERA_DEVICE = re.compile(r"^/dev/(video\d+|v4l/.+)$")
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(//)?")
 
@@ -143,6 +156,11 @@ def open_source(uri: str, **options: object) -> Source:
         raise SourceError(
             f"unknown source scheme '{scheme}://' in '{uri}' (supported: {_supported()})"
         )
+
+    if _CAMERA_DEVICE.match(uri) and "camera" in SOURCE_SCHEMES:
+        loader = _resolve("camera")
+        _check_options("camera", loader, options)
+        return loader(uri, **options)
 
     if os.path.exists(uri):
         return _open_path(uri, options)
