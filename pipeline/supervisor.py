@@ -57,9 +57,12 @@ def _receiver_of(sender: str) -> str:
     return STAGES[STAGES.index(sender) + 1]
 
 
-def _ring_slots(config: PipelineConfig) -> int:
+def _ring_slots(config: PipelineConfig, live: bool) -> int:
     if config.transport.ring_slots is not None:
         return config.transport.ring_slots
+    if live:
+        # latency is bounded by the frames in flight: one batch in the model, one forming
+        return 2 * config.batching.batch_size + 1
     # enough for a full batch in the model, the next batch waiting, and the queues between
     return 2 * config.batching.batch_size + 2 * config.transport.queue_depth + 2
 
@@ -129,7 +132,7 @@ class Supervisor:
             elif endpoint.startswith("tcp://"):
                 inline.append(sender)
             endpoints[f"{receiver}_in"] = endpoint
-        slots = _ring_slots(self.config)
+        slots = _ring_slots(self.config, info.live)
         frame_bytes = info.width * info.height * 3
         self.ring = FrameRing.create(segment_name(self.run_id), slots, frame_bytes, _input_bytes(self.config, info))
         return RunPlan(
@@ -317,8 +320,11 @@ class Supervisor:
             "frames_processed": stats["infer"].get("frames_processed", 0),
             "frames_written": stats["publish"].get("frames_written", 0),
             "frames_published": stats["publish"].get("frames_published", 0),
-            "frames_dropped": stats["publish"].get("frames_dropped", 0),
+            "frames_dropped": stats["capture"].get("frames_dropped", 0),
             "decode_errors": stats["capture"].get("decode_errors", 0),
+            "reconnects": stats["capture"].get("reconnects", 0),
+            "offline_s": stats["capture"].get("offline_s", 0.0),
+            "status_events": stats["publish"].get("status_events", {}),
             "batches": stats["infer"].get("batches", 0),
             "wall_s": round(wall_s, 3),
             "startup_s": round(wall_s - processing_s, 3),

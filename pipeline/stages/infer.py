@@ -39,11 +39,13 @@ class InferStage(Stage):
         batching = self.config.batching
         while True:
             header, buffers = self.recv(self.upstream)
-            if header["type"] == "eos":
+            if header["type"] != "frame":  # eos or in-band status: pass on, in order
                 self.send(self.downstream, header)
-                return
+                if header["type"] == "eos":
+                    return
+                continue
             batch = [(header, buffers)]
-            eos = None
+            after = None  # a non-frame message closes the batch and follows it
             deadline = time.monotonic() + batching.max_wait_ms / 1000
             while len(batch) < batching.batch_size:
                 remaining_ms = (deadline - time.monotonic()) * 1000
@@ -52,14 +54,15 @@ class InferStage(Stage):
                 message = self.recv(self.upstream, timeout_ms=int(remaining_ms) + 1)
                 if message is None:
                     break
-                if message[0]["type"] == "eos":
-                    eos = message[0]
+                if message[0]["type"] != "frame":
+                    after = message[0]
                     break
                 batch.append(message)
             self.run_batch(batch)
-            if eos is not None:
-                self.send(self.downstream, eos)
-                return
+            if after is not None:
+                self.send(self.downstream, after)
+                if after["type"] == "eos":
+                    return
 
     def _model_input(self, header: dict) -> torch.Tensor:
         if "in_shape" in header:  # prepared on the host by the preprocess stage

@@ -38,9 +38,11 @@ class PostprocessStage(Stage):
     def loop(self) -> None:
         while True:
             header, buffers = self.recv(self.upstream)
-            if header["type"] == "eos":
+            if header["type"] != "frame":  # eos or in-band status: pass on, in order
                 self.send(self.downstream, header)
-                return
+                if header["type"] == "eos":
+                    return
+                continue
             buffers = self.absorb_inline(header, buffers)
             with self.busy():
                 out_header, out_buffers = self.process(header, buffers)

@@ -27,9 +27,11 @@ class PreprocessStage(Stage):
     def loop(self) -> None:
         while True:
             header, buffers = self.recv(self.upstream)
-            if header["type"] == "eos":
+            if header["type"] != "frame":  # eos or in-band status: pass on, in order
                 self.send(self.downstream, header)
-                return
+                if header["type"] == "eos":
+                    return
+                continue
             self.absorb_inline(header, buffers)
             if self.on_host:
                 with self.busy():

@@ -43,7 +43,7 @@ class PublishStage(Stage):
             Path(out.save_results).parent.mkdir(parents=True, exist_ok=True)
             self.results_file = open(out.save_results, "w")  # noqa: SIM115 - closed in loop()
         self.latencies_ms: list[float] = []
-        self.stats.update(frames_written=0, frames_published=0, frames_dropped=0, frames_done=0)
+        self.stats.update(frames_written=0, frames_published=0, frames_dropped=0, frames_done=0, status_events={})
         self._last_progress = 0.0
 
     def ready_info(self) -> dict:
@@ -56,6 +56,9 @@ class PublishStage(Stage):
                 header, buffers = self.recv(self.upstream)
                 if header["type"] == "eos":
                     break
+                if header["type"] == "status":
+                    self._publish_status(header["status"])
+                    continue
                 buffers = self.absorb_inline(header, buffers)
                 with self.busy():
                     self.publish(header, buffers)
@@ -63,6 +66,11 @@ class PublishStage(Stage):
                 self._progress()
         finally:
             self._finish()
+
+    def _publish_status(self, status: dict) -> None:
+        self.stats["status_events"][status["event"]] = self.stats["status_events"].get(status["event"], 0) + 1
+        if self.pub is not None:
+            self.pub.send_multipart(messages.encode_envelope(status["stream"], status), copy=False)
 
     def _release(self, slot: int) -> None:
         """Return a slot to capture. Never blocks: once capture has finished reading it
