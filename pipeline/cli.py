@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help="frames per inference batch")
     parser.add_argument("--max-wait-ms", type=float, help="longest wait to fill a batch")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
-    parser.add_argument("--realtime", action="store_true", help="pace files at their frame rate")
+    parser.add_argument("--realtime", action="store_true", help="play a file at its frame rate, as a live feed")
+    parser.add_argument("--live-policy", choices=["latest", "drop_oldest", "block"],
+                        help="live feeds: which frames to drop when the model is slower (default latest)")
     parser.add_argument("--save-results", help="write every frame's results as JSON lines")
     parser.add_argument("--report", help="write the run report (JSON)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -53,6 +55,7 @@ FLAG_TO_KEY = {
     "source": "source.uri",
     "max_frames": "source.max_frames",
     "realtime": "source.realtime",
+    "live_policy": "source.live_policy",
     "model": "model.name",
     "weights": "model.weights",
     "backend": "model.backend",

@@ -26,7 +26,9 @@ class SourceConfig(_Section):
 
     uri: str = "synthetic://?seed=7&size=640x480&fps=30&frames=90"
     max_frames: int | None = Field(default=None, ge=1)
-    realtime: bool = False  # pace files at their own frame rate (a recording standing in for a live feed)
+    realtime: bool = False  # play a file at its own frame rate, as a live feed (live policy applies)
+    # live feeds: "latest" frame wins, "drop_oldest" of a short queue, or "block" (no drops)
+    live_policy: Literal["latest", "drop_oldest", "block"] = "latest"
 
 
 class ModelConfig(_Section):

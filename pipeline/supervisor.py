@@ -61,8 +61,9 @@ def _ring_slots(config: PipelineConfig, live: bool) -> int:
     if config.transport.ring_slots is not None:
         return config.transport.ring_slots
     if live:
-        # latency is bounded by the frames in flight: one batch in the model, one forming
-        return 2 * config.batching.batch_size + 1
+        # latency is bounded by the frames in flight: one batch in the model, one forming;
+        # so a frame waits at most two inference times (plus one frame interval at capture)
+        return max(2, 2 * config.batching.batch_size)
     # enough for a full batch in the model, the next batch waiting, and the queues between
     return 2 * config.batching.batch_size + 2 * config.transport.queue_depth + 2
 
@@ -112,9 +113,12 @@ class Supervisor:
         get_model_entry(self.config.model.name)  # unknown model: fail before anything starts
         source = open_source(self.config.source.uri)
         try:
-            return source.info()
+            info = source.info()
         finally:
             source.close()
+        if self.config.source.realtime:
+            info.live = True
+        return info
 
     def _plan(self, info: SourceInfo) -> RunPlan:
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
@@ -326,6 +330,7 @@ class Supervisor:
             "offline_s": stats["capture"].get("offline_s", 0.0),
             "status_events": stats["publish"].get("status_events", {}),
             "batches": stats["infer"].get("batches", 0),
+            "batch_s_max": round(stats["infer"].get("batch_s_max", 0.0), 4),
             "wall_s": round(wall_s, 3),
             "startup_s": round(wall_s - processing_s, 3),
             "processing_s": round(processing_s, 3),

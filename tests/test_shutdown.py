@@ -59,7 +59,7 @@ def _start(tmp_path: Path, video: Path, *extra: str) -> tuple[subprocess.Popen, 
     endpoint = f"ipc://{tmp_path}/pub.sock"
     args = [
         sys.executable, str(REPO / "run_pipeline.py"), "--source", str(video), "--model", "maskrcnn_demo",
-        "--weights", "random", "--min-size", "128", "--max-size", "192", "--realtime", "--no-progress",
+        "--weights", "random", "--min-size", "128", "--max-size", "192", "--no-progress",
         "--output", str(tmp_path / "out.mp4"), "--publish", endpoint, "--report", str(tmp_path / "report.json"),
         *extra,
     ]

@@ -54,6 +54,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -637,14 +638,23 @@ class StreamSource(LiveAVSource):
         return {"transport": self.transport, "av_options": dict(self.av_options)}
 
 
-class LatestFrameReader:
-    """Reads a live source in a background thread and keeps only the newest frame.
+LIVE_POLICIES = ("latest", "drop_oldest", "block")
 
-    This is the live delivery policy at the source ("latest frame wins; frames may be
-    dropped but never reordered"): the consumer never falls behind the feed, FFmpeg's and
-    the kernel's buffers never fill up (which is what makes latency grow on slow consumers),
-    and the consumer's loop keeps running (heartbeats, drain requests) while the source
-    waits out a reconnection backoff.
+
+class LatestFrameReader:
+    """Reads a live source in a background thread and applies the live delivery policy.
+
+    Policies (frames may be dropped, never reordered):
+
+    * ``latest`` (default): keep only the newest frame; the consumer never falls behind the
+      feed, FFmpeg's and the kernel's buffers never fill up (which is what makes latency
+      grow on slow consumers);
+    * ``drop_oldest``: keep the newest ``capacity`` frames, dropping the oldest when full;
+    * ``block``: keep up to ``capacity`` frames and stop reading when full (nothing dropped
+      here; the feed's own buffers absorb the difference, so latency can grow).
+
+    The consumer's loop keeps running (heartbeats, drain requests) while the source waits
+    out a reconnection backoff.
 
     ::
 
@@ -667,15 +677,22 @@ class LatestFrameReader:
     once the frames before it were taken.
     """
 
-    def __init__(self, source: Source, name: str = "segstream-live-reader") -> None:
+    def __init__(
+        self, source: Source, name: str = "segstream-live-reader", policy: str = "latest", capacity: int = 1
+    ) -> None:
+        if policy not in LIVE_POLICIES:
+            raise ValueError(f"unknown live policy {policy!r} (choose from {', '.join(LIVE_POLICIES)})")
         self.source = source
+        self.policy = policy
+        self.capacity = 1 if policy == "latest" else max(1, capacity)
         self.dropped_total = 0
         self.frames_read = 0
         self.error: BaseException | None = None
         self._cond = threading.Condition()
-        self._latest: Frame | None = None
-        self._dropped = 0  # frames replaced since the last get()
+        self._queue: deque[tuple[Frame, int]] = deque()  # (frame, frames dropped before it)
+        self._dropped = 0  # dropped since the last queued frame
         self._done = False
+        self._stopping = False
         self._events: list[dict[str, Any]] = []
         status = getattr(source, "status", None)
         if status is not None:
@@ -693,11 +710,20 @@ class LatestFrameReader:
         try:
             for frame in self.source.frames():
                 with self._cond:
-                    if self._latest is not None:
-                        self._dropped += 1
-                        self.dropped_total += 1
-                    self._latest = frame
                     self.frames_read += 1
+                    if self.policy == "block":
+                        while len(self._queue) >= self.capacity and not self._stopping:
+                            self._cond.wait(0.1)
+                    elif len(self._queue) >= self.capacity:
+                        _, carried = self._queue.popleft()  # drop the oldest waiting frame
+                        self.dropped_total += 1
+                        if self._queue:  # its drops now precede the next frame in line
+                            head, head_carried = self._queue[0]
+                            self._queue[0] = (head, head_carried + carried + 1)
+                        else:
+                            self._dropped += carried + 1
+                    self._queue.append((frame, self._dropped))
+                    self._dropped = 0
                     self._cond.notify_all()
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer by get()
             self.error = exc
@@ -710,7 +736,7 @@ class LatestFrameReader:
     def finished(self) -> bool:
         """The source ended (stopped, finished, or failed) and every frame was taken."""
         with self._cond:
-            return self._done and self._latest is None
+            return self._done and not self._queue
 
     def get(self, timeout: float | None = None) -> tuple[Frame, int] | None:
         """The newest frame not yet taken and how many frames were skipped before it.
@@ -720,15 +746,15 @@ class LatestFrameReader:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._latest is None and not self._done:
+            while not self._queue and not self._done:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            if self._latest is not None:
-                frame, dropped = self._latest, self._dropped
-                self._latest, self._dropped = None, 0
-                return frame, dropped
+            if self._queue:
+                item = self._queue.popleft()
+                self._cond.notify_all()  # room for a blocked reader
+                return item
         if self.error is not None:
             error, self.error = self.error, None
             raise error
@@ -744,6 +770,9 @@ class LatestFrameReader:
         """Stop the source, wait for the thread (default: the source's longest blocking call),
         close the source and discard an untaken frame. Returns False if the thread did not end
         in time."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
         stop = getattr(self.source, "stop", None)
         if stop is not None:
             stop()
@@ -753,7 +782,7 @@ class LatestFrameReader:
         alive = self._thread.is_alive()
         self.source.close()
         with self._cond:
-            self._latest, self._dropped = None, 0  # closed: nobody takes it any more
+            self._queue.clear()  # closed: nobody takes them any more
         return not alive
 
     def __enter__(self) -> LatestFrameReader:

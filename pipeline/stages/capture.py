@@ -8,37 +8,18 @@ the newest frame, so the pipeline never falls behind the camera.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 
 import zmq
 
 from pipeline.sources import open_source
+from pipeline.sources.paced import PacedSource
 from pipeline.sources.reconnect import status_message
 from pipeline.sources.stream import LatestFrameReader
 from pipeline.stages.base import Stage
 from pipeline.transport import sockets
 
 LIVE_POLL_MS = 50
-
-
-class FramePacer:
-    """Releases frames at their presentation times (``--realtime``: a file plays like a feed)."""
-
-    def __init__(self) -> None:
-        self._origin: tuple[float, float] | None = None  # (wall clock, media seconds) of frame 0
-
-    def wait(self, frame, tick) -> None:
-        if frame.pts is None or frame.time_base is None:
-            return
-        media_s = float(frame.pts * frame.time_base)
-        if self._origin is None:
-            self._origin = (time.monotonic(), media_s)
-            return
-        due = self._origin[0] + (media_s - self._origin[1])
-        while (remaining := due - time.monotonic()) > 0:
-            time.sleep(min(remaining, 0.05))
-            tick()
 
 
 class CaptureStage(Stage):
@@ -50,7 +31,8 @@ class CaptureStage(Stage):
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["preprocess_in"], hwm=hwm, lossless=True)
         src = self.config.source
         self.source = open_source(src.uri)
-        self.pacer = FramePacer() if src.realtime else None
+        if src.realtime:
+            self.source = PacedSource(self.source)
         self.free_slots: deque[int] = deque(range(self.plan.ring_slots))
         self.live = self.source.info().live
         self.seq = 0
@@ -104,8 +86,6 @@ class CaptureStage(Stage):
                 frame = next(frames, None)
             if frame is None:
                 break
-            if self.pacer is not None:
-                self.pacer.wait(frame, self.tick)
             self._collect_releases(block=True)
             self._send_frame(frame, dropped=0)
             self.stats["frames_read"] = self.seq
@@ -117,7 +97,8 @@ class CaptureStage(Stage):
         (counted in the next frame's ``dropped``), never reordered. Latency stays bounded
         by the ring size, whatever the model's speed."""
         max_frames = self.config.source.max_frames
-        reader = LatestFrameReader(self.source)
+        src = self.config.source
+        reader = LatestFrameReader(self.source, policy=src.live_policy, capacity=self.config.transport.queue_depth)
         pending_drops = 0
         try:
             while not self.drain_requested and (max_frames is None or self.seq < max_frames):

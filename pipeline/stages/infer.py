@@ -30,7 +30,7 @@ class InferStage(Stage):
         hwm = self.config.transport.queue_depth
         self.upstream = sockets.pull(self.ctx, self.plan.endpoints["infer_in"], hwm=hwm)
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["postprocess_in"], hwm=hwm, lossless=True)
-        self.stats.update(frames_processed=0, batches=0, backend=self.backend.name)
+        self.stats.update(frames_processed=0, batches=0, batch_s_max=0.0, backend=self.backend.name)
 
     def ready_info(self) -> dict:
         return {"spec": spec_to_dict(self.spec), "backend": self.backend.name}
@@ -71,6 +71,7 @@ class InferStage(Stage):
         return prepare_image(self.frame_view(header), self.spec, device=self.device)
 
     def run_batch(self, batch: list[tuple[dict, list]]) -> None:
+        started = time.perf_counter()
         with self.busy():
             for header, buffers in batch:
                 self.absorb_inline(header, buffers)
@@ -78,6 +79,7 @@ class InferStage(Stage):
             outputs, sizes = infer_images(self.backend, images)
             messages = [self._encode(header, size, out) for (header, _), size, out in zip(batch, sizes, outputs, strict=True)]
         self.stats["batches"] += 1
+        self.stats["batch_s_max"] = max(self.stats["batch_s_max"], time.perf_counter() - started)
         self.stats["frames_processed"] += len(batch)
         for header, buffers in messages:
             self.forward(self.downstream, header, buffers)
