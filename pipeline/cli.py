@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=_none_or, help="overlay video path ('none' disables drawing/encoding)")
     parser.add_argument("--publish", type=_none_or, help="ZeroMQ PUB endpoint, e.g. tcp://127.0.0.1:5560 ('none' disables)")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding non-loopback addresses")
+    parser.add_argument("--curve-secret-key", help="encrypt tcp publish with CURVE: the publisher's secret key file")
+    parser.add_argument("--curve-authorized", help="CURVE: directory of authorized consumers' public keys")
     parser.add_argument("--model", help="model name (e.g. maskrcnn_demo, fcn_demo, maskrcnn_resnet50_fpn, fcn_resnet50)")
     parser.add_argument("--weights", help="torchvision weight name (DEFAULT, COCO_V1...), checkpoint path, 'random' or 'demo'")
     parser.add_argument("--backend", help="pytorch | onnxruntime | tensorrt | auto")
@@ -68,6 +70,8 @@ FLAG_TO_KEY = {
     "output": "output.video",
     "publish": "output.publish",
     "allow_remote": "output.allow_remote",
+    "curve_secret_key": "output.curve_secret_key",
+    "curve_authorized": "output.curve_authorized_dir",
     "save_results": "output.save_results",
     "report": "output.report",
     "no_progress": "output.progress",

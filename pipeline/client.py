@@ -93,10 +93,28 @@ class ResultSubscriber:
     an unknown major protocol version are counted in ``self.rejected`` and skipped.
     """
 
-    def __init__(self, endpoint: str, topics: Sequence[str] = ("",), hwm: int = 1000) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        topics: Sequence[str] = ("",),
+        hwm: int = 1000,
+        curve_secret_key: str | None = None,
+        curve_server_key: str | None = None,
+    ) -> None:
+        """``curve_secret_key`` (our ``NAME.key_secret``) and ``curve_server_key`` (the
+        publisher's ``server.key``) together enable CURVE encryption/authentication."""
         self.endpoint = endpoint
         self.ctx = zmq.Context()
-        self.sock = sockets.subscriber(self.ctx, endpoint, topics, hwm=hwm)
+        prepare = None
+        if curve_secret_key or curve_server_key:
+            if not (curve_secret_key and curve_server_key):
+                raise ValueError("CURVE needs both the client secret key and the server public key")
+            from pipeline.transport.security import secure_subscriber
+
+            def prepare(sock: zmq.Socket) -> None:
+                secure_subscriber(sock, curve_secret_key, curve_server_key)
+
+        self.sock = sockets.subscriber(self.ctx, endpoint, topics, hwm=hwm, prepare=prepare)
         self.rejected = 0
         self.statuses: list[dict[str, Any]] = []
 

@@ -82,6 +82,8 @@ class OutputConfig(_Section):
     codec: str | None = None  # None: chosen by the container (mp4 -> libx264, webm -> vp9, avi -> mjpeg)
     publish: str | None = "tcp://127.0.0.1:5560"  # ZeroMQ PUB endpoint for results; null disables
     allow_remote: bool = False  # binding a non-loopback address needs this
+    curve_secret_key: str | None = None  # CURVE: the publisher's secret key file (encrypts tcp publish)
+    curve_authorized_dir: str | None = None  # CURVE: only clients whose public keys are here get results
     save_results: str | None = None  # JSON lines, one per frame
     report: str | None = None  # JSON run report
     overlay_alpha: float = Field(default=0.5, ge=0.0, le=1.0)

@@ -30,9 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", action="append", help="stream id to subscribe to (repeatable; default all)")
     parser.add_argument("--timeout", type=float, help="exit when no frame arrives for this many seconds")
     parser.add_argument("--masks", action="store_true", help="include RLE masks in the output")
+    parser.add_argument("--curve-secret-key", help="CURVE: this consumer's secret key file (NAME.key_secret)")
+    parser.add_argument("--curve-server-key", help="CURVE: the publisher's public key file (server.key)")
     args = parser.parse_args(argv)
     try:
-        with ResultSubscriber(args.endpoint, topics=args.topic or ("",)) as sub:
+        with ResultSubscriber(args.endpoint, topics=args.topic or ("",), curve_secret_key=args.curve_secret_key,
+                              curve_server_key=args.curve_server_key) as sub:
             for frame in sub.frames(count=args.count, timeout_s=args.timeout):
                 print(json.dumps(frame_summary(frame, args.masks), separators=(",", ":")), flush=True)
     except KeyboardInterrupt:

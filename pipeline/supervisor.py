@@ -110,6 +110,10 @@ class Supervisor:
                     f"endpoint '{endpoint}' is not a loopback address: set output.allow_remote "
                     "(--allow-remote) to bind it"
                 )
+        for key, path in (("output.curve_secret_key", out.curve_secret_key),
+                          ("output.curve_authorized_dir", out.curve_authorized_dir)):
+            if path is not None and not Path(path).exists():
+                raise ConfigError(f"{key}: '{path}' does not exist")
         get_model_entry(self.config.model.name)  # unknown model: fail before anything starts
         source = open_source(self.config.source.uri)
         try:

@@ -29,7 +29,15 @@ class PublishStage(Stage):
         out = self.config.output
         self.upstream = sockets.pull(self.ctx, self.plan.endpoints["publish_in"], hwm=hwm)
         self.releases = sockets.push(self.ctx, self.plan.endpoints["release"], hwm=1000)
-        self.pub = sockets.publisher(self.ctx, out.publish) if out.publish else None
+        self.curve = None
+        prepare = None
+        if out.curve_secret_key:
+            from pipeline.transport.security import secure_publisher
+
+            def prepare(sock):
+                self.curve = secure_publisher(sock, out.curve_secret_key, out.curve_authorized_dir)
+
+        self.pub = sockets.publisher(self.ctx, out.publish, prepare=prepare) if out.publish else None
         self.spec = self.plan.model_spec()
         info = self.plan.source_info()
         self.writer = None
@@ -127,6 +135,11 @@ class PublishStage(Stage):
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
             self.emit("progress", frames=self.stats["frames_done"])
+
+    def close(self) -> None:
+        if self.curve is not None:
+            self.curve.stop()
+        super().close()
 
     def _finish(self) -> None:
         if self.writer is not None:

@@ -8,7 +8,7 @@ connected yet, and LINGER is bounded so closing never hangs on a dead peer.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -50,20 +50,35 @@ def pull(ctx: zmq.Context, endpoint: str, hwm: int, bind: bool = True) -> zmq.So
     return sock
 
 
-def publisher(ctx: zmq.Context, endpoint: str, hwm: int = 64) -> zmq.Socket:
-    """A PUB socket: drops for slow subscribers at its high-water mark, never blocks."""
+def publisher(
+    ctx: zmq.Context, endpoint: str, hwm: int = 64, prepare: Callable[[zmq.Socket], Any] | None = None
+) -> zmq.Socket:
+    """A PUB socket: drops for slow subscribers at its high-water mark, never blocks.
+
+    ``prepare`` runs before ``bind`` (CURVE keys must be set before the socket attaches).
+    """
     sock = _base(ctx, zmq.PUB, hwm)
     sock.setsockopt(zmq.LINGER, 0)
+    if prepare is not None:
+        prepare(sock)
     _attach(sock, endpoint, bind=True)
     return sock
 
 
-def subscriber(ctx: zmq.Context, endpoint: str, topics: Sequence[str] = ("",), hwm: int = 1000) -> zmq.Socket:
+def subscriber(
+    ctx: zmq.Context,
+    endpoint: str,
+    topics: Sequence[str] = ("",),
+    hwm: int = 1000,
+    prepare: Callable[[zmq.Socket], Any] | None = None,
+) -> zmq.Socket:
     """A SUB socket connected to ``endpoint`` and subscribed to ``topics`` ('' = all)."""
     sock = _base(ctx, zmq.SUB, hwm)
     sock.setsockopt(zmq.LINGER, 0)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+    if prepare is not None:
+        prepare(sock)
     sock.connect(endpoint)
     return sock
 
