@@ -43,7 +43,7 @@ def bench_sequential(config: PipelineConfig, out_dir: Path) -> float:
     from pipeline.sinks.video_writer import VideoWriter
 
     backend = open_backend(config.model)
-    source = open_source(config.source.uri)
+    source = open_source(config.source.uris[0])
     info = source.info()
     palette = class_palette(len(backend.spec.class_names))
     writer = VideoWriter(str(out_dir / "sequential.mp4"), info.width, info.height, fps=info.fps, time_base=info.time_base)
@@ -68,7 +68,7 @@ def bench_sequential(config: PipelineConfig, out_dir: Path) -> float:
 def bench_inference(config: PipelineConfig) -> float:
     """(b) FPS of the model alone at the configured batch size, inputs prepared beforehand."""
     backend = open_backend(config.model)
-    source = open_source(config.source.uri)
+    source = open_source(config.source.uris[0])
     frames = islice(source.frames(), config.source.max_frames)
     images = [prepare_image(f.image, backend.spec, device=backend.device) for f in frames]
     source.close()
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     config = apply_overrides(config, {"output.publish": None, "output.progress": False})
     figures: dict = {"model": config.model.name, "device": config.model.device, "backend": config.model.backend,
                      "batch_size": config.batching.batch_size, "frames": config.source.max_frames,
-                     "source": config.source.uri, "cpus": os.cpu_count()}
+                     "source": config.source.uris[0], "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         if "sequential" not in args.skip:

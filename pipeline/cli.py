@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         "overlay video and publish every frame's masks over ZeroMQ.",
     )
     parser.add_argument("--config", default=None, help=f"YAML config (default: {DEFAULT_CONFIG.name} if present)")
-    parser.add_argument("--source", help="video file, image folder, synthetic://?seed=..&size=WxH&frames=N")
+    parser.add_argument("--source", action="append",
+                        help="video file, image folder, synthetic://..., rtsp://..., camera:N; repeat for several streams")
     parser.add_argument("--output", type=_none_or, help="overlay video path ('none' disables drawing/encoding)")
     parser.add_argument("--publish", type=_none_or, help="ZeroMQ PUB endpoint, e.g. tcp://127.0.0.1:5560 ('none' disables)")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding non-loopback addresses")
@@ -82,6 +83,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Dotted config keys for the flags actually given (all flags default to SUPPRESS)."""
     given = vars(args)
     overrides = {key: given[flag] for flag, key in FLAG_TO_KEY.items() if flag in given}
+    if isinstance(overrides.get("source.uri"), list) and len(overrides["source.uri"]) == 1:
+        overrides["source.uri"] = overrides["source.uri"][0]
     if "output.progress" in overrides:
         overrides["output.progress"] = False
     return overrides

@@ -24,11 +24,25 @@ class _Section(BaseModel):
 class SourceConfig(_Section):
     """Where frames come from."""
 
-    uri: str = "synthetic://?seed=7&size=640x480&fps=30&frames=90"
+    # one URI, or a list of them: several streams in one pipeline (stream ids "0", "1", ...)
+    uri: str | list[str] = "synthetic://?seed=7&size=640x480&fps=30&frames=90"
     max_frames: int | None = Field(default=None, ge=1)
     realtime: bool = False  # play a file at its own frame rate, as a live feed (live policy applies)
     # live feeds: "latest" frame wins, "drop_oldest" of a short queue, or "block" (no drops)
     live_policy: Literal["latest", "drop_oldest", "block"] = "latest"
+
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, uri: str | list[str]) -> str | list[str]:
+        if isinstance(uri, list) and not uri:
+            raise ValueError("needs at least one source")
+        return uri
+
+    @property
+    def uris(self) -> list[str]:
+        """The sources, one per stream; stream ids are their positions."""
+        return [self.uri] if isinstance(self.uri, str) else list(self.uri)
 
 
 class ModelConfig(_Section):

@@ -31,7 +31,8 @@ class RunPlan:
     ring_name: str
     ring_slots: int
     spec: dict[str, Any]
-    source: dict[str, Any]
+    source: dict[str, Any]  # combined: the largest frame size over all streams
+    streams: list[dict[str, Any]] = field(default_factory=list)  # [{"id", "uri", "info"}]
     stream_id: str = "0"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -46,8 +47,11 @@ class RunPlan:
         data["image_std"] = tuple(data["image_std"])
         return ModelSpec(**data)
 
-    def source_info(self) -> SourceInfo:
+    def source_info(self, stream: str | None = None) -> SourceInfo:
+        """The combined source info, or one stream's."""
         data = dict(self.source)
+        if stream is not None:
+            data = dict(next(s["info"] for s in self.streams if s["id"] == stream))
         for key in ("fps", "time_base"):
             if data.get(key) is not None:
                 data[key] = Fraction(*data[key])

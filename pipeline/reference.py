@@ -83,9 +83,9 @@ def segment_frames(
 
 
 def run_reference(config: PipelineConfig, batch_size: int | None = None) -> list[FrameResult]:
-    """Results of ``config`` computed in this process (no video output, no sockets)."""
+    """Results of ``config``'s first stream computed in this process (no video, no sockets)."""
     backend = open_backend(config.model)
-    source = open_source(config.source.uri)
+    source = open_source(config.source.uris[0])
     try:
         return [
             result

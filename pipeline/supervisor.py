@@ -80,6 +80,23 @@ def _input_bytes(config: PipelineConfig, info: SourceInfo) -> int:
     return 3 * 4 * largest
 
 
+def _combined(infos: list[SourceInfo]) -> SourceInfo:
+    """One description covering every stream: the ring must hold the largest frame."""
+    if len(infos) == 1:
+        return infos[0]
+    counts = [i.frame_count for i in infos]
+    sizes = [size for i in infos for size in (i.extra.get("sizes") or [(i.height, i.width)])]
+    return SourceInfo(
+        width=max(i.width for i in infos),
+        height=max(i.height for i in infos),
+        fps=infos[0].fps,
+        frame_count=None if None in counts else sum(counts),
+        time_base=infos[0].time_base,
+        live=any(i.live for i in infos),
+        extra={"sizes": sizes},
+    )
+
+
 class Supervisor:
     """Runs one pipeline to completion. ``run()`` returns the report or raises PipelineError."""
 
@@ -98,6 +115,7 @@ class Supervisor:
         self._started = time.monotonic()
         self._first_frame_at: float | None = None
         self.publish_endpoint: str | None = None
+        self.stream_infos: list[SourceInfo] = []
 
     # -- planning ------------------------------------------------------------------------
     def _validate(self) -> SourceInfo:
@@ -115,14 +133,17 @@ class Supervisor:
             if path is not None and not Path(path).exists():
                 raise ConfigError(f"{key}: '{path}' does not exist")
         get_model_entry(self.config.model.name)  # unknown model: fail before anything starts
-        source = open_source(self.config.source.uri)
-        try:
-            info = source.info()
-        finally:
-            source.close()
-        if self.config.source.realtime:
-            info.live = True
-        return info
+        self.stream_infos = []
+        for uri in self.config.source.uris:
+            source = open_source(uri)
+            try:
+                info = source.info()
+            finally:
+                source.close()
+            if self.config.source.realtime:
+                info.live = True
+            self.stream_infos.append(info)
+        return _combined(self.stream_infos)
 
     def _plan(self, info: SourceInfo) -> RunPlan:
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
@@ -153,6 +174,10 @@ class Supervisor:
             ring_slots=slots,
             spec={},
             source=source_info_to_dict(info),
+            streams=[
+                {"id": str(i), "uri": uri, "info": source_info_to_dict(stream_info)}
+                for i, (uri, stream_info) in enumerate(zip(self.config.source.uris, self.stream_infos, strict=True))
+            ],
         )
 
     # -- processes -----------------------------------------------------------------------
@@ -320,6 +345,7 @@ class Supervisor:
         report = {
             "run_id": self.run_id,
             "source": self.config.source.uri,
+            "streams": stats["publish"].get("streams", {}),
             "model": plan.spec.get("model_id"),
             "backend": stats["infer"].get("backend"),
             "device": self.config.model.device,

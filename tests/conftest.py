@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from media import make_video  # noqa: E402
 
 
-def small_config(uri: str, tmp_path: Path, **sections) -> PipelineConfig:
+def small_config(uri: str | Path | list[str], tmp_path: Path, **sections) -> PipelineConfig:
     """A fast pipeline config for tests: random-weight demo model at a small input size."""
     data = {
-        "source": {"uri": str(uri)},
+        "source": {"uri": uri if isinstance(uri, list) else str(uri)},
         "model": {"name": "maskrcnn_demo", "weights": "random", "min_size": 128, "max_size": 192,
                   "score_threshold": 0.0},
         "batching": {"batch_size": 3, "max_wait_ms": 10_000},  # deterministic batches: always full

@@ -30,9 +30,10 @@ class CaptureStage(Stage):
         self.releases = sockets.pull(self.ctx, self.plan.endpoints["release"], hwm=1000, bind=True)
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["preprocess_in"], hwm=hwm, lossless=True)
         src = self.config.source
-        self.source = open_source(src.uri)
+        self.sources = [open_source(uri) for uri in src.uris]
         if src.realtime:
-            self.source = PacedSource(self.source)
+            self.sources = [PacedSource(source) for source in self.sources]
+        self.source = self.sources[0]
         self.free_slots: deque[int] = deque(range(self.plan.ring_slots))
         self.live = self.source.info().live
         self.seq = 0
@@ -47,13 +48,15 @@ class CaptureStage(Stage):
             self.free_slots.append(header["slot"])
 
     def loop(self) -> None:
-        if self.live:
+        if len(self.sources) > 1:
+            self._loop_streams()
+        elif self.live:
             self._loop_live()
         else:
             self._loop_lossless()
         self.send(self.downstream, {"type": "eos", "frames": self.stats["frames_read"]})
 
-    def _send_frame(self, frame, dropped: int) -> None:
+    def _send_frame(self, frame, dropped: int, stream: str | None = None, seq: int | None = None) -> None:
         slot = self.free_slots.popleft()
         with self.busy():
             height, width = frame.image.shape[:2]
@@ -62,8 +65,8 @@ class CaptureStage(Stage):
         tb = frame.time_base
         header = {
             "type": "frame",
-            "stream": self.plan.stream_id,
-            "seq": self.seq,
+            "stream": self.plan.stream_id if stream is None else stream,
+            "seq": self.seq if seq is None else seq,
             "slot": slot,
             "gen": gen,
             "h": height,
@@ -74,7 +77,8 @@ class CaptureStage(Stage):
             "dropped": dropped,
         }
         self.forward(self.downstream, header)
-        self.seq += 1
+        if seq is None:
+            self.seq += 1
 
     def _loop_lossless(self) -> None:
         """Files and folders: every frame, in order; wait for a free slot (backpressure)."""
@@ -127,7 +131,64 @@ class CaptureStage(Stage):
             if status is not None:
                 self.stats.update(reconnects=status.reconnects, offline_s=round(status.offline_s, 3))
 
-    def _forward_status(self, events: list[dict]) -> None:
+    def _loop_streams(self) -> None:
+        """Several streams: one reader thread each (files with the ``block`` policy, so they
+        stay lossless; live feeds with the configured policy), taken round-robin whenever a
+        slot is free, so the infer stage batches across streams. A stream that ends or
+        fails publishes ``eos`` and the others go on."""
+        src = self.config.source
+        depth = self.config.transport.queue_depth
+        streams = []
+        for index, source in enumerate(self.sources):
+            policy = src.live_policy if source.info().live else "block"
+            streams.append({"id": str(index), "reader": LatestFrameReader(source, policy=policy, capacity=depth),
+                            "seq": 0, "drops": 0})
+        active = deque(streams)
+        try:
+            while active and not self.drain_requested:
+                self.tick()
+                for stream in streams:
+                    self._forward_status(stream["reader"].pop_events(), stream["id"])
+                self._collect_releases(block=False)
+                if not self.free_slots:
+                    self.releases.poll(LIVE_POLL_MS)
+                    continue
+                sent = False
+                for _ in range(len(active)):
+                    stream = active[0]
+                    active.rotate(-1)
+                    try:
+                        item = stream["reader"].get(timeout=0)
+                    except Exception as err:  # noqa: BLE001 - one stream failing must not stop the others
+                        self._end_stream(stream, active, f"failed: {err}")
+                        break
+                    if item is None:
+                        if stream["reader"].finished:
+                            self._end_stream(stream, active, "end of stream")
+                            break
+                        continue
+                    frame, dropped = item
+                    self._send_frame(frame, dropped, stream=stream["id"], seq=stream["seq"])
+                    stream["seq"] += 1
+                    sent = True
+                    break
+                if not sent:
+                    self.releases.poll(5)  # nothing ready in any stream: wait a moment
+        finally:
+            for stream in streams:
+                reader = stream["reader"]
+                reader.close()
+                self._forward_status(reader.pop_events(), stream["id"])
+                self.stats["frames_read"] += reader.frames_read
+                self.stats["frames_dropped"] += reader.frames_read - stream["seq"]
+                self.stats["decode_errors"] += int(getattr(reader.source, "decode_errors", 0))
+
+    def _end_stream(self, stream: dict, active: deque, detail: str) -> None:
+        active.remove(stream)
+        self._forward_status([{"event": "eos", "detail": detail}], stream["id"])
+
+    def _forward_status(self, events: list[dict], stream: str | None = None) -> None:
         """Status events travel in-band, in order with the frames, to the publish stage."""
         for event in events:
-            self.send(self.downstream, {"type": "status", "status": status_message(event, self.plan.stream_id)})
+            status = status_message(event, stream or self.plan.stream_id)
+            self.send(self.downstream, {"type": "status", "status": status})

@@ -39,20 +39,29 @@ class PublishStage(Stage):
 
         self.pub = sockets.publisher(self.ctx, out.publish, prepare=prepare) if out.publish else None
         self.spec = self.plan.model_spec()
-        info = self.plan.source_info()
-        self.writer = None
+        self.writers: dict[str, VideoWriter] = {}
         if out.video:
             Path(out.video).parent.mkdir(parents=True, exist_ok=True)
-            self.writer = VideoWriter(
-                out.video, info.width, info.height, fps=info.fps or Fraction(30), time_base=info.time_base, codec=out.codec
-            )
+            for stream in self.plan.streams:
+                info = self.plan.source_info(stream["id"])
+                self.writers[stream["id"]] = VideoWriter(
+                    self.video_path(out.video, stream["id"]), info.width, info.height,
+                    fps=info.fps or Fraction(30), time_base=info.time_base, codec=out.codec,
+                )
         self.results_file = None
         if out.save_results:
             Path(out.save_results).parent.mkdir(parents=True, exist_ok=True)
             self.results_file = open(out.save_results, "w")  # noqa: SIM115 - closed in loop()
         self.latencies_ms: list[float] = []
-        self.stats.update(frames_written=0, frames_published=0, frames_dropped=0, frames_done=0, status_events={})
+        self.stats.update(frames_written=0, frames_published=0, frames_dropped=0, frames_done=0, status_events={}, streams={})
         self._last_progress = 0.0
+
+    def video_path(self, path: str, stream: str) -> str:
+        """One overlay video per stream: ``out.mp4`` for one stream, ``out-0.mp4``, ``out-1.mp4``... for several."""
+        if len(self.plan.streams) <= 1:
+            return path
+        p = Path(path)
+        return str(p.with_name(f"{p.stem}-{stream}{p.suffix}"))
 
     def ready_info(self) -> dict:
         endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode() if self.pub is not None else None
@@ -117,8 +126,12 @@ class PublishStage(Stage):
         result = self._result(header, buffers)
         self.stats["frames_done"] += 1
         self.stats["frames_dropped"] += result.dropped_since_last
-        if self.writer is not None:
-            self.writer.write(self.frame_view(header), header.get("pts"))
+        per_stream = self.stats["streams"].setdefault(result.stream, {"frames": 0, "dropped": 0})
+        per_stream["frames"] += 1
+        per_stream["dropped"] += result.dropped_since_last
+        writer = self.writers.get(result.stream)
+        if writer is not None:
+            writer.write(self.frame_view(header), header.get("pts"))
             self.stats["frames_written"] += 1
         if self.pub is not None:
             wire_header, wire_buffers = result.to_wire()
@@ -142,8 +155,8 @@ class PublishStage(Stage):
         super().close()
 
     def _finish(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for writer in self.writers.values():
+            writer.close()
         if self.results_file is not None:
             self.results_file.close()
         if self.latencies_ms:

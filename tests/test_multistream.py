@@ -1,0 +1,35 @@
+"""Several streams in one pipeline: own ids, seqs, topics and videos; batched together;
+one ending early does not stop the others."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import av
+import pytest
+from conftest import leftovers, make_video, small_config
+
+from pipeline.supervisor import Supervisor
+
+
+@pytest.mark.parametrize("lengths", [(8, 3), (6, 2, 6, 4)], ids=["two", "four"])
+def test_streams_finish_whole_when_one_ends_early(tmp_path, lengths):
+    sizes = [(160, 120), (200, 150), (160, 120), (128, 96)]
+    videos = [make_video(tmp_path / f"s{i}.mp4", n, *sizes[i], "libx264", 25) for i, n in enumerate(lengths)]
+    config = small_config([str(v) for v in videos], tmp_path)
+    report = Supervisor(config).run()
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    total = sum(lengths)
+    assert report["frames_published"] == report["frames_read"] == total
+    assert report["status_events"].get("eos") == len(lengths)  # one end-of-stream per stream
+    # frames of different streams shared batches (round-robin capture, batch size 3)
+    assert report["batches"] <= math.ceil(total / 3) + 1
+    for i, n in enumerate(lengths):
+        mine = [r for r in records if r["stream"] == str(i)]
+        assert [r["seq"] for r in mine] == list(range(n)), f"stream {i}"
+        assert all((r["width"], r["height"]) == sizes[i] for r in mine)
+        with av.open(str(tmp_path / f"overlay-{i}.mp4")) as container:
+            assert sum(1 for _ in container.decode(video=0)) == n
+        assert report["streams"][str(i)]["frames"] == n
+    assert not leftovers()
