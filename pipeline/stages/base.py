@@ -156,6 +156,12 @@ class Stage:
             self.ring.model_input(header["slot"], shape)[...] = np.frombuffer(buffers[1], np.float32).reshape(shape)
         return buffers[count:]
 
+    def relay(self, header: dict) -> bool:
+        """Pass a non-frame message (``eos``, in-band ``status``) downstream, in order with
+        the frames. Returns True for end-of-stream, when the stage's loop should end."""
+        self.send(self.downstream, header)
+        return header["type"] == "eos"
+
     def forward(self, sock: zmq.Socket, header: dict, buffers: list | tuple = ()) -> None:
         """Send a frame message downstream, inlining pixels on tcp hops."""
         payload = self.inline_payload(self.name, header)

@@ -39,9 +39,8 @@ class InferStage(Stage):
         batching = self.config.batching
         while True:
             header, buffers = self.recv(self.upstream)
-            if header["type"] != "frame":  # eos or in-band status: pass on, in order
-                self.send(self.downstream, header)
-                if header["type"] == "eos":
+            if header["type"] != "frame":
+                if self.relay(header):
                     return
                 continue
             batch = [(header, buffers)]
@@ -59,10 +58,8 @@ class InferStage(Stage):
                     break
                 batch.append(message)
             self.run_batch(batch)
-            if after is not None:
-                self.send(self.downstream, after)
-                if after["type"] == "eos":
-                    return
+            if after is not None and self.relay(after):
+                return
 
     def _model_input(self, header: dict) -> torch.Tensor:
         if "in_shape" in header:  # prepared on the host by the preprocess stage

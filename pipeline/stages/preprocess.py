@@ -27,9 +27,8 @@ class PreprocessStage(Stage):
     def loop(self) -> None:
         while True:
             header, buffers = self.recv(self.upstream)
-            if header["type"] != "frame":  # eos or in-band status: pass on, in order
-                self.send(self.downstream, header)
-                if header["type"] == "eos":
+            if header["type"] != "frame":
+                if self.relay(header):
                     return
                 continue
             self.absorb_inline(header, buffers)
