@@ -113,7 +113,6 @@ class Supervisor:
         self._draining = False
         self._progress = None
         self._started = time.monotonic()
-        self._first_frame_at: float | None = None
         self.publish_endpoint: str | None = None
         self.stream_infos: list[SourceInfo] = []
 
@@ -226,8 +225,6 @@ class Supervisor:
             state.done = True
             state.stats = event.get("stats", {})
         elif kind == "progress" and self._progress is not None:
-            if self._first_frame_at is None:
-                self._first_frame_at = time.monotonic()
             self._progress.update(event["frames"] - self._progress.n)
 
     def _poll(self, events: zmq.Socket, timeout_ms: int) -> None:
