@@ -44,34 +44,60 @@ class _Registered:
     is_available: Callable[[torch.device | str], bool]
 
 
-def _never(_device: torch.device | str) -> bool:
-    return False
-
-
 def _always(_device: torch.device | str) -> bool:
     return True
 
 
-def _pytorch(model: str, weights: Any, device: str | torch.device, **options: Any) -> Backend:
-    from engines.backends.torch_backend import TorchBackend
-
+def _check_options(backend: str, cls: type, options: dict[str, Any]) -> None:
     allowed = [
         p.name
-        for p in inspect.signature(TorchBackend.__init__).parameters.values()
+        for p in inspect.signature(cls.__init__).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
     ]
     for key in options:
         if key not in allowed:
             raise ModelError(
-                f"unknown option '{key}' for backend pytorch (known: {', '.join(allowed)})"
+                f"unknown option '{key}' for backend {backend} (known: {', '.join(allowed)})"
             )
+
+
+def _pytorch(model: str, weights: Any, device: str | torch.device, **options: Any) -> Backend:
+    from engines.backends.torch_backend import TorchBackend
+
+    _check_options("pytorch", TorchBackend, options)
     return TorchBackend(model, weights, device, **options)
+
+
+def _onnxruntime(model: str, weights: Any, device: str | torch.device, **options: Any) -> Backend:
+    from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    _check_options("onnxruntime", OnnxRuntimeBackend, options)
+    return OnnxRuntimeBackend(model, weights, device, **options)
+
+
+def _onnxruntime_available(device: torch.device | str) -> bool:
+    from engines.backends.onnxruntime_backend import onnxruntime_available
+
+    return onnxruntime_available(device)
+
+
+def _tensorrt(model: str, weights: Any, device: str | torch.device, **options: Any) -> Backend:
+    from engines.backends.tensorrt_backend import TensorRTBackend
+
+    _check_options("tensorrt", TensorRTBackend, options)
+    return TensorRTBackend(model, weights, device, **options)
+
+
+def _tensorrt_available(device: torch.device | str) -> bool:
+    from engines.backends.tensorrt_backend import tensorrt_available
+
+    return tensorrt_available(device)
 
 
 _BACKENDS: dict[str, _Registered] = {
     "pytorch": _Registered(_pytorch, _always),
-    "onnxruntime": _Registered(None, _never),
-    "tensorrt": _Registered(None, _never),
+    "onnxruntime": _Registered(_onnxruntime, _onnxruntime_available),
+    "tensorrt": _Registered(_tensorrt, _tensorrt_available),
 }
 
 

@@ -1,0 +1,503 @@
+"""ONNX Runtime backend: the model split (``engines.split``) with ORT sessions as engines.
+
+Mask R-CNN runs ``dense.onnx`` / ``box_head.onnx`` / ``mask_head.onnx`` through ONNX
+Runtime and the data-dependent glue (anchors, NMS, RoIAlign, postprocess) in eager
+torchvision ops, exactly as ``TorchBackend`` would; semantic models run ``semantic.onnx``
+(by default with the argmax inside the graph). Outputs are the same ``InstanceOutput`` /
+``SemanticOutput`` as every backend, in model-input coordinates.
+
+Where the graphs come from:
+
+* ``onnx_dir=DIR``: an export made by ``python -m engines.export`` (its manifest supplies
+  the class names and weights identity; ``weights``, if given, must be the same weights);
+* otherwise the model is exported on first use into
+  ``<cache root>/onnx/<model>-<weights tag>/`` (``$SEGSTREAM_CACHE`` overrides the root) and
+  reused while the weights' SHA-256, opset and argmax setting match its manifest.
+
+Providers: on a CUDA device ``TensorrtExecutionProvider`` (when this onnxruntime has it
+and ``tensorrt_ep`` is left on), then ``CUDAExecutionProvider``, with the CPU provider as
+the fallback for anything they do not take; on the CPU ``CPUExecutionProvider``. One log
+line names the providers in use. On CUDA, inputs and outputs are bound to torch CUDA
+tensors with IO binding (no host copies); ORT runs on torch's current CUDA stream.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import logging
+import operator
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from engines.backends.base import Backend, ModelSpec
+from engines.backends.torch_backend import build_spec, resolve_device
+from engines.export import DEFAULT_OPSET, ensure_export, load_manifest
+from engines.outputs import InstanceOutput, SemanticOutput
+from engines.registry import get_model_entry
+from engines.split import SplitMaskRCNN, SplitSemantic, configure_detection
+from engines.weights import DEFAULT_SEED, LoadedWeights, build_model, resolve_weights
+from pipeline.errors import ModelError
+
+__all__ = [
+    "OnnxRuntimeBackend",
+    "OrtGraph",
+    "eval_dim",
+    "onnxruntime_available",
+    "select_providers",
+]
+
+log = logging.getLogger(__name__)
+
+_NP_TO_TORCH = {
+    np.dtype("float32"): torch.float32,
+    np.dtype("float16"): torch.float16,
+    np.dtype("int64"): torch.int64,
+    np.dtype("int32"): torch.int32,
+    np.dtype("uint8"): torch.uint8,
+    np.dtype("int8"): torch.int8,
+    np.dtype("bool"): torch.bool,
+}
+
+_OPS: dict[type, Callable[[int, int], int]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+
+
+def eval_dim(dim: int | str, env: Mapping[str, int]) -> int:
+    """Value of one graph dim: an int, a symbol (``"batch"``) or an exporter expression such
+    as ``"(((height - 1)//4)) + 1"``, given the symbols' values. Only integer ``+ - * // %``
+    and parentheses are accepted."""
+    if isinstance(dim, int):
+        return dim
+
+    def walk(node: ast.AST) -> int:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return int(node.value)
+        if isinstance(node, ast.Name):
+            if node.id not in env:
+                raise ValueError(f"unknown symbol {node.id!r} in dim {dim!r}")
+            return int(env[node.id])
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -walk(node.operand)
+        raise ValueError(f"unsupported dim expression {dim!r}")
+
+    return walk(ast.parse(str(dim), mode="eval"))
+
+
+def onnxruntime_available(device: torch.device | str = "cpu") -> bool:
+    """True if onnxruntime imports and can run on ``device`` (CUDA needs its CUDA provider)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return (
+            torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
+        )
+    return dev.type == "cpu"
+
+
+def select_providers(
+    device: torch.device,
+    available: Sequence[str],
+    *,
+    tensorrt_ep: bool = True,
+    trt_cache_dir: Path | None = None,
+    trt_profiles: Mapping[str, str] | None = None,
+    cuda_stream: int | None = None,
+) -> list[str | tuple[str, dict[str, Any]]]:
+    """Execution providers for ``device``, best first, from those ``available``.
+
+    Raises ``ModelError`` for a CUDA device when onnxruntime has no CUDA provider.
+    """
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise ModelError(
+            "onnxruntime here has no CUDAExecutionProvider (available: "
+            f"{', '.join(available)}); install onnxruntime-gpu, or use --device cpu"
+        )
+    index = device.index or 0
+    providers: list[str | tuple[str, dict[str, Any]]] = []
+    if tensorrt_ep and "TensorrtExecutionProvider" in available:
+        trt_opts: dict[str, Any] = {"device_id": index}
+        if trt_cache_dir is not None:
+            trt_opts.update(
+                trt_engine_cache_enable=True,
+                trt_engine_cache_path=str(trt_cache_dir),
+                trt_timing_cache_enable=True,
+                trt_timing_cache_path=str(trt_cache_dir),
+            )
+        if trt_profiles:
+            trt_opts.update(trt_profiles)
+        providers.append(("TensorrtExecutionProvider", trt_opts))
+    cuda_opts: dict[str, Any] = {"device_id": index}
+    if cuda_stream is not None:
+        cuda_opts.update(has_user_compute_stream=True, user_compute_stream=str(cuda_stream))
+    providers.append(("CUDAExecutionProvider", cuda_opts))
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
+class OrtGraph:
+    """One ONNX graph as a callable on torch tensors: ``graph(x) -> [outputs]``.
+
+    ``inputs`` / ``outputs`` are the manifest's tensor specs (names, dtypes, dims with
+    symbolic expressions). On the CPU it runs ``session.run`` on numpy views; on CUDA (or
+    with ``io_binding=True``) it binds ``x`` and freshly allocated torch outputs (shapes
+    evaluated from the dims) with IO binding, so data never leaves the GPU.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        device: torch.device,
+        providers: Sequence[str | tuple[str, dict[str, Any]]],
+        options: Any,
+        inputs: Sequence[Mapping[str, Any]],
+        outputs: Sequence[Mapping[str, Any]],
+        cuda_stream: int | None = None,
+        io_binding: bool | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = path
+        self.device = device
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=options, providers=list(providers)
+            )
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise ModelError(f"onnxruntime cannot load {path}: {exc}") from exc
+        if len(inputs) != 1:
+            raise ModelError(f"{path.name}: expected one input, the manifest lists {len(inputs)}")
+        self.input_name = str(inputs[0]["name"])
+        self.input_dims = list(inputs[0]["shape"])
+        self.input_dtype = np.dtype(inputs[0]["dtype"])
+        self.output_names = [str(o["name"]) for o in outputs]
+        self.output_dims = [list(o["shape"]) for o in outputs]
+        self.output_dtypes = [np.dtype(o["dtype"]) for o in outputs]
+        self.cuda_stream = cuda_stream
+        #: Bind torch tensors in place (default on CUDA; on the CPU plain ``run`` is used).
+        self.io_binding = device.type == "cuda" if io_binding is None else bool(io_binding)
+        self._shape_from_dims = True
+
+    @property
+    def providers(self) -> list[str]:
+        """Providers the session actually uses."""
+        return list(self.session.get_providers())
+
+    def __call__(self, x: Tensor) -> list[Tensor]:
+        """Run the graph on ``x`` (on the backend's device); outputs on the same device."""
+        if x.dtype != _NP_TO_TORCH[self.input_dtype]:
+            x = x.to(_NP_TO_TORCH[self.input_dtype])
+        x = x.contiguous()
+        if self.io_binding:
+            return self._run_bound(x)
+        feeds = {self.input_name: x.detach().cpu().numpy()}
+        return [torch.from_numpy(np.asarray(o)) for o in self.session.run(self.output_names, feeds)]
+
+    def output_shapes(self, input_shape: Sequence[int]) -> list[tuple[int, ...]]:
+        """Output shapes for an input shape, from the graph's symbolic dims."""
+        env: dict[str, int] = {}
+        for dim, size in zip(self.input_dims, input_shape, strict=True):
+            if isinstance(dim, str):
+                env[dim] = int(size)
+        return [tuple(eval_dim(d, env) for d in dims) for dims in self.output_dims]
+
+    def _run_bound(self, x: Tensor) -> list[Tensor]:
+        """IO binding: ``x`` and preallocated torch outputs are used in place."""
+        kind = x.device.type
+        index = x.device.index or 0
+        if kind == "cuda":
+            current = torch.cuda.current_stream(x.device)
+            if self.cuda_stream != current.cuda_stream:
+                current.synchronize()  # ORT runs on another stream: make x ready first
+        binding = self.session.io_binding()
+        binding.bind_input(
+            self.input_name, kind, index, self.input_dtype.type, tuple(x.shape), x.data_ptr()
+        )
+        outputs: list[Tensor] = []
+        shapes: list[tuple[int, ...]] | None = None
+        if self._shape_from_dims:
+            try:
+                shapes = self.output_shapes(x.shape)
+            except ValueError as exc:
+                log.warning("%s: output shapes not computable (%s); ORT allocates", self.path, exc)
+                self._shape_from_dims = False
+        if shapes is not None:
+            for name, dtype, shape in zip(
+                self.output_names, self.output_dtypes, shapes, strict=True
+            ):
+                out = torch.empty(shape, dtype=_NP_TO_TORCH[dtype], device=x.device)
+                binding.bind_output(name, kind, index, dtype.type, shape, out.data_ptr())
+                outputs.append(out)
+        else:
+            for name in self.output_names:
+                binding.bind_output(name, kind, index)
+        binding.synchronize_inputs()
+        self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        if shapes is None:  # rare fallback: through the host once per call
+            outputs = [torch.from_numpy(v.numpy()).to(x.device) for v in binding.get_outputs()]
+        return outputs
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime inference of one registry model through the shared model split.
+
+    Options as ``TorchBackend`` (``num_classes``, ``seed``, ``min_size``, ``max_size``,
+    ``box_score_thresh``, ``box_nms_thresh``, ``box_detections_per_img``,
+    ``rpn_pre_nms_top_n_test``, ``rpn_post_nms_top_n_test``) plus: ``onnx_dir`` (use this
+    export), ``opset`` (for exports made here), ``argmax`` (semantic graphs end in the
+    argmax; default True), ``threads`` (intra-op threads, default ORT's choice),
+    ``tensorrt_ep`` (allow ORT's TensorRT provider on CUDA), ``max_batch`` (its profile).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model: str,
+        weights: str | LoadedWeights | None = "default",
+        device: str | torch.device = "cpu",
+        *,
+        num_classes: int | None = None,
+        seed: int | None = DEFAULT_SEED,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        box_score_thresh: float | None = None,
+        box_nms_thresh: float | None = None,
+        box_detections_per_img: int | None = None,
+        rpn_pre_nms_top_n_test: int | None = None,
+        rpn_post_nms_top_n_test: int | None = None,
+        onnx_dir: str | os.PathLike[str] | None = None,
+        opset: int = DEFAULT_OPSET,
+        argmax: bool = True,
+        threads: int | None = None,
+        tensorrt_ep: bool = True,
+        max_batch: int = 8,
+        progress: bool = False,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelError(
+                "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu "
+                "for CUDA)"
+            ) from exc
+        entry = get_model_entry(model)
+        self.device = resolve_device(device)
+        net, loaded, export_dir, manifest = _resolve_export(
+            entry.name, weights, num_classes, seed, onnx_dir, opset, argmax, progress
+        )
+        if onnx_dir is not None:  # the export's recorded input size, unless overridden
+            min_size = min_size if min_size is not None else manifest["input"].get("min_size")
+            max_size = max_size if max_size is not None else manifest["input"].get("max_size")
+        #: What was loaded (without its tensors).
+        self.weights: LoadedWeights = dataclasses.replace(loaded, state_dict=None)
+        self.spec: ModelSpec = build_spec(
+            entry, self.weights, net, min_size=min_size, max_size=max_size
+        )
+        self.export_dir: Path = export_dir
+        self.manifest: dict[str, Any] = manifest
+        self.options: dict[str, Any] = {}
+
+        stream = None
+        if self.device.type == "cuda":
+            stream = int(torch.cuda.current_stream(self.device).cuda_stream)
+        available = ort.get_available_providers()
+        sess_options = ort.SessionOptions()
+        sess_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess_options.log_severity_level = 3
+        if threads:
+            sess_options.intra_op_num_threads = int(threads)
+
+        def graph(key: str) -> OrtGraph:
+            info = manifest["graphs"][key]
+            providers = select_providers(
+                self.device,
+                available,
+                tensorrt_ep=tensorrt_ep,
+                trt_cache_dir=export_dir / "ort_tensorrt",
+                trt_profiles=self._trt_ep_profiles(key, max_batch),
+                cuda_stream=stream,
+            )
+            return OrtGraph(
+                export_dir / info["file"], self.device, providers, sess_options,
+                info["inputs"], info["outputs"], cuda_stream=stream,
+            )  # fmt: skip
+
+        if entry.task == "instance":
+            self.options = configure_detection(
+                net,
+                box_score_thresh=box_score_thresh,
+                box_nms_thresh=box_nms_thresh,
+                box_detections_per_img=box_detections_per_img,
+                rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
+                rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
+            )
+            self.graphs = {k: graph(k) for k in ("dense", "box_head", "mask_head")}
+            split = SplitMaskRCNN(
+                net.to(self.device).eval(),
+                dense=self.graphs["dense"],
+                box=self.graphs["box_head"],
+                mask=self.graphs["mask_head"],
+                feature_names=manifest.get("feature_names") or None,
+            )
+            split.drop_dense_weights()
+            self._run: Callable[..., Any] = split
+        else:
+            self.graphs = {"semantic": graph("semantic")}
+            self._run = SplitSemantic(self.graphs["semantic"], argmax=bool(manifest["argmax"]))
+            del net
+        used = self.graphs[next(iter(self.graphs))].providers
+        log.info("onnxruntime %s providers: %s (%s)", ort.__version__, ", ".join(used), export_dir)
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeBackend({self.spec.model_id}, device={self.device})"
+
+    def _trt_ep_profiles(self, key: str, max_batch: int) -> dict[str, str] | None:
+        """Shape ranges for ORT's TensorRT provider (one profile: no rebuild per new shape)."""
+        if self.device.type != "cuda":
+            return None
+        from engines.build import BuildSettings, graph_profiles
+
+        sized = {**self.manifest, "input": {**self.manifest["input"],
+                 "min_size": self.spec.min_size, "max_size": self.spec.max_size}}  # fmt: skip
+        settings = BuildSettings(
+            precision="fp32",
+            max_batch=max(int(max_batch), 1),
+            max_rois=max_batch * int(self.options.get("rpn_post_nms_top_n_test", 1000)),
+            max_masks=max_batch * int(self.options.get("box_detections_per_img", 100)),
+        )
+        profile = graph_profiles(sized, key, settings)[0]
+        out = {}
+        for i, option in enumerate(("min", "opt", "max")):
+            out[f"trt_profile_{option}_shapes"] = ",".join(
+                f"{name}:{'x'.join(str(d) for d in shapes[i])}" for name, shapes in profile.items()
+            )
+        return out
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the sessions use, best first."""
+        return self.graphs[next(iter(self.graphs))].providers
+
+    def infer(
+        self, batch: Tensor, image_sizes: list[tuple[int, int]]
+    ) -> list[InstanceOutput] | list[SemanticOutput]:
+        """Run one padded batch [B, 3, H, W]; one output per image, on ``self.device``."""
+        if batch.dim() != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected a [B, 3, H, W] batch, got {tuple(batch.shape)}")
+        if len(image_sizes) != batch.shape[0]:
+            raise ValueError(f"{len(image_sizes)} image sizes for a batch of {batch.shape[0]}")
+        sizes = [(int(h), int(w)) for h, w in image_sizes]
+        for h, w in sizes:
+            if h > batch.shape[2] or w > batch.shape[3]:
+                raise ValueError(f"image size {h}x{w} exceeds the batch {tuple(batch.shape)}")
+        with torch.inference_mode():
+            batch = batch.to(self.device, torch.float32, non_blocking=True)
+            return self._run(batch, sizes)
+
+    def close(self) -> None:
+        """Release the sessions."""
+        self.graphs = {}
+        self._run = _closed
+
+
+def _closed(*_args: Any) -> Any:
+    raise RuntimeError("backend is closed")
+
+
+def _resolve_export(
+    model_name: str,
+    weights: str | LoadedWeights | None,
+    num_classes: int | None,
+    seed: int | None,
+    onnx_dir: str | os.PathLike[str] | None,
+    opset: int,
+    argmax: bool,
+    progress: bool,
+) -> tuple[nn.Module, LoadedWeights, Path, dict[str, Any]]:
+    """Model (for the glue), weights, export directory and manifest of a backend.
+
+    Shared with the TensorRT backend, which builds its engines from the same exports.
+    """
+    say = print if progress else None
+    explicit_weights = isinstance(weights, LoadedWeights) or (
+        weights is not None and str(weights).strip().lower() != "default"
+    )
+    if onnx_dir is not None:
+        directory = Path(onnx_dir).expanduser()
+        manifest = load_manifest(directory, verify_files=False)
+        if manifest["model"] != model_name:
+            raise ModelError(f"{directory} is an export of {manifest['model']}, not {model_name}")
+        if explicit_weights:
+            loaded = _load(model_name, weights, num_classes, seed)
+            net = build_model(loaded)
+            return (*_checked(net, loaded, directory, manifest), directory, manifest)
+        loaded = _weights_from_manifest(model_name, manifest)
+        net = build_model(loaded)  # random init: only the glue (anchors, poolers) is used
+        return net, loaded, directory, manifest
+    loaded = _load(model_name, weights, num_classes, seed)
+    net = build_model(loaded)
+    directory, manifest = ensure_export(loaded, net, opset=opset, argmax=argmax, progress=say)
+    return net, loaded, directory, manifest
+
+
+def _load(
+    model_name: str, weights: Any, num_classes: int | None, seed: int | None
+) -> LoadedWeights:
+    if isinstance(weights, LoadedWeights):
+        if weights.model_name != model_name:
+            raise ModelError(f"weights for {weights.model_name} given to model {model_name}")
+        return weights
+    return resolve_weights(model_name, weights, num_classes, seed=seed)
+
+
+def _checked(
+    net: nn.Module, loaded: LoadedWeights, directory: Path, manifest: dict[str, Any]
+) -> tuple[nn.Module, LoadedWeights]:
+    from engines.export import state_dict_sha256
+
+    if (manifest.get("weights") or {}).get("sha256") != state_dict_sha256(net):
+        raise ModelError(
+            f"the ONNX export in {directory} was made from other weights than {loaded.source} "
+            "(export again, or leave --weights at default to use the export's own)"
+        )
+    return net, loaded
+
+
+def _weights_from_manifest(model_name: str, manifest: dict[str, Any]) -> LoadedWeights:
+    """A weights description from an export manifest (no tensors: the graphs hold them)."""
+    info = manifest.get("weights") or {}
+    names = manifest.get("class_names")
+    if not isinstance(names, list) or not names:
+        raise ModelError("the export manifest lists no class names")
+    return LoadedWeights(
+        model_name=model_name,
+        state_dict=None,
+        class_names=tuple(str(n) for n in names),
+        tag=str(info.get("tag", "onnx")),
+        untrained=bool(info.get("untrained", False)),
+        source=f"ONNX export ({info.get('source', 'unknown weights')})",
+        seed=DEFAULT_SEED,
+        meta=dict(info.get("meta") or {}),
+    )
