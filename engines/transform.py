@@ -87,20 +87,12 @@ def prepare_image(
 
     ``device=None`` keeps a tensor where it is (numpy arrays go to the CPU).
 
-    On the CPU the transform runs on one thread: ATen's vectorised kernels split work by
-    thread, and the last bit of a resized pixel can depend on the split. Pinning it makes
-    the preprocess stage, the reference path and the benchmark produce identical inputs
-    whatever their thread settings.
+    Note: on the CPU, ATen's resize kernel splits work by thread and the last bit of a pixel
+    can depend on the split; callers that must agree bit for bit (the pipeline's stages, the
+    reference path, torchvision's own transform) run with the same torch thread count.
     """
     chw = to_chw_float(image, device)
-    if chw.device.type != "cpu":
-        return resize(normalize(chw, spec.image_mean, spec.image_std), spec.min_size, spec.max_size)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return resize(normalize(chw, spec.image_mean, spec.image_std), spec.min_size, spec.max_size)
-    finally:
-        torch.set_num_threads(threads)
+    return resize(normalize(chw, spec.image_mean, spec.image_std), spec.min_size, spec.max_size)
 
 
 def batch_images(

@@ -77,3 +77,10 @@ def leftovers() -> list[str]:
     out = subprocess.run(["ps", "-eo", "ppid=,args="], capture_output=True, text=True).stdout
     found += [line for line in out.splitlines() if line.split(None, 1)[0] == "1" and "segstream: " in line]
     return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Exported ONNX graphs and engines go to a per-session cache, never the user's."""
+    os.environ["SEGSTREAM_CACHE"] = str(tmp_path_factory.mktemp("segstream-cache"))
+    yield

@@ -23,7 +23,6 @@ class PostprocessStage(Stage):
     name = "postprocess"
 
     def setup(self) -> None:
-        torch.set_num_threads(1)
         hwm = self.config.transport.queue_depth
         self.upstream = sockets.pull(self.ctx, self.plan.endpoints["postprocess_in"], hwm=hwm)
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["publish_in"], hwm=hwm, lossless=True)

@@ -6,8 +6,6 @@ are uploaded once there), so this stage passes handles through untouched.
 
 from __future__ import annotations
 
-import torch
-
 from engines.transform import prepare_image
 from pipeline.stages.base import Stage
 from pipeline.transport import sockets
@@ -17,7 +15,6 @@ class PreprocessStage(Stage):
     name = "preprocess"
 
     def setup(self) -> None:
-        torch.set_num_threads(1)  # one core's worth: the infer stage needs the rest
         hwm = self.config.transport.queue_depth
         self.upstream = sockets.pull(self.ctx, self.plan.endpoints["preprocess_in"], hwm=hwm)
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["infer_in"], hwm=hwm, lossless=True)
