@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
 
@@ -158,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-size", type=int)
     parser.add_argument("--hop-frames", type=int, default=300)
     parser.add_argument("--skip", action="append", default=[], choices=["sequential", "inference", "pipeline", "hop"])
+    parser.add_argument("--compare-backends", nargs="+", metavar="BACKEND",
+                        help="also time these backends on the same prepared frames, e.g. pytorch onnxruntime")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4, 8],
+                        help="batch sizes for --compare-backends (default 1 4 8)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -198,6 +203,17 @@ def main(argv: list[str] | None = None) -> int:
         figures["hop_us"] = hop
         print(f"1080p hop over ipc: shared-memory handle {hop['shm']:.0f} us/frame (incl. writing the frame "
               f"into the ring), ZeroMQ copy {hop['zmq']:.0f} us/frame, ratio {hop['zmq'] / hop['shm']:.1f}x")
+    if args.compare_backends:
+        from engines.bench_backends import format_results, run_bench
+
+        results = run_bench(
+            config.model.name, config.model.weights, args.compare_backends, args.batch_sizes,
+            frames=config.source.max_frames or 24, source=config.source.uris[0], device=config.model.device,
+            options={"min_size": config.model.min_size, "max_size": config.model.max_size},
+            say=lambda line: None,
+        )
+        print(format_results(results, args.compare_backends))
+        figures["backends"] = [asdict(r) for r in results]
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0

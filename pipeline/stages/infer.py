@@ -27,6 +27,7 @@ class InferStage(Stage):
         self.backend = open_backend(self.config.model)
         self.spec = self.backend.spec
         self.device = self.backend.device
+        self._pinned: dict[int, torch.Tensor] = {}
         hwm = self.config.transport.queue_depth
         self.upstream = sockets.pull(self.ctx, self.plan.endpoints["infer_in"], hwm=hwm)
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["postprocess_in"], hwm=hwm, lossless=True)
@@ -61,18 +62,30 @@ class InferStage(Stage):
             if after is not None and self.relay(after):
                 return
 
-    def _model_input(self, header: dict) -> torch.Tensor:
+    def _model_input(self, header: dict, index: int) -> torch.Tensor:
         if "in_shape" in header:  # prepared on the host by the preprocess stage
             self.ring.check(header["slot"], header["gen"])
             return torch.from_numpy(self.ring.model_input(header["slot"], tuple(header["in_shape"])))
-        return prepare_image(self.frame_view(header), self.spec, device=self.device)
+        # GPU path: the uint8 frame goes up once, through a pinned staging buffer (an async
+        # copy), and is resized and normalised on the GPU
+        frame = torch.from_numpy(self.frame_view(header))
+        staging = self._staging(index, frame.numel())[: frame.numel()].view(frame.shape)
+        staging.copy_(frame)
+        return prepare_image(staging, self.spec, device=self.device)
+
+    def _staging(self, index: int, numel: int) -> torch.Tensor:
+        """Pinned host buffers, one per batch position, reused across batches (safe: the
+        previous batch's outputs were copied back, which synchronises its uploads)."""
+        if index not in self._pinned or self._pinned[index].numel() < numel:
+            self._pinned[index] = torch.empty(numel, dtype=torch.uint8).pin_memory()
+        return self._pinned[index]
 
     def run_batch(self, batch: list[tuple[dict, list]]) -> None:
         started = time.perf_counter()
         with self.busy():
             for header, buffers in batch:
                 self.absorb_inline(header, buffers)
-            images = [self._model_input(header) for header, _ in batch]
+            images = [self._model_input(header, i) for i, (header, _) in enumerate(batch)]
             outputs, sizes = infer_images(self.backend, images)
             messages = [self._encode(header, size, out) for (header, _), size, out in zip(batch, sizes, outputs, strict=True)]
         self.stats["batches"] += 1

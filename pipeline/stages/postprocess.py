@@ -15,8 +15,8 @@ from pipeline.stages.base import Stage
 from pipeline.transport import sockets
 
 
-def _tensor(buffer, dtype, shape) -> torch.Tensor:
-    return torch.from_numpy(np.frombuffer(buffer, dtype=dtype).reshape(shape))
+def _tensor(buffer, dtype, shape, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(buffer, dtype=dtype).reshape(shape)).to(device)
 
 
 class PostprocessStage(Stage):
@@ -32,6 +32,8 @@ class PostprocessStage(Stage):
         self.draw = self.config.output.video is not None
         self.alpha = self.config.output.overlay_alpha
         self.palette = class_palette(len(self.spec.class_names))
+        # with --device cuda, NMS and paste-back run on the GPU too; only crops come back
+        self.device = torch.device(model.device if model.device == "cpu" or torch.cuda.is_available() else "cpu")
         self.stats.update(instances=0)
 
     def loop(self) -> None:
@@ -53,10 +55,10 @@ class PostprocessStage(Stage):
         if "n" in header:
             n, m = header.pop("n"), header.pop("mask_size")
             result = instances_from_output(
-                _tensor(buffers[0], np.float32, (n, 4)),
-                _tensor(buffers[1], np.float32, (n,)),
-                _tensor(buffers[2], np.int64, (n,)),
-                _tensor(buffers[3], np.float32, (n, m, m)),
+                _tensor(buffers[0], np.float32, (n, 4), self.device),
+                _tensor(buffers[1], np.float32, (n,), self.device),
+                _tensor(buffers[2], np.int64, (n,), self.device),
+                _tensor(buffers[3], np.float32, (n, m, m), self.device),
                 in_size,
                 frame_size,
                 self.params,
