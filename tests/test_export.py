@@ -23,6 +23,7 @@ from engines.export import (
     main,
     state_dict_sha256,
 )
+from engines.registry import get_model_entry
 from engines.weights import build_model, resolve_weights
 from pipeline.errors import ModelError
 
@@ -88,7 +89,8 @@ def test_cli_writes_graphs_and_manifest(exports) -> None:
         build_model(resolve_weights("maskrcnn_demo", "random"))
     )
     assert manifest["class_names"][0] == "background" and manifest["num_classes"] == 7
-    assert manifest["input"]["min_size"] == 320 and manifest["input"]["size_divisible"] == 32
+    entry = get_model_entry("maskrcnn_demo")
+    assert manifest["input"]["min_size"] == entry.min_size and manifest["input"]["size_divisible"] == 32
     assert len(manifest["input"]["image_mean"]) == 3 and len(manifest["input"]["image_std"]) == 3
     assert manifest["versions"]["torch"] == torch.__version__
     assert manifest["feature_names"] == ["0", "1", "2", "3", "pool"]
