@@ -25,9 +25,8 @@ def test_streams_finish_whole_when_one_ends_early(tmp_path, lengths):
     # capture interleaves the streams round-robin (publish order = capture order), so the
     # infer stage's batches hold frames of several streams; and batching did happen
     order = [r["stream"] for r in records]
-    for a in map(str, range(len(lengths))):
-        for b in map(str, range(len(lengths))):
-            assert order.index(a) < len(order) - 1 - order[::-1].index(b), f"stream {a} ran after {b} ended"
+    switches = sum(a != b for a, b in zip(order, order[1:], strict=False))
+    assert switches > 2 * (len(lengths) - 1), f"streams ran one after another: {order}"
     assert report["batches"] < total
     for i, n in enumerate(lengths):
         mine = [r for r in records if r["stream"] == str(i)]
