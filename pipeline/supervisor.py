@@ -39,7 +39,7 @@ log = logging.getLogger("segstream")
 RUN_DIR_PREFIX = "segstream-run-"
 LOG_DIR = Path(tempfile.gettempdir()) / "segstream-logs"
 MODEL_LOAD_TIMEOUT_S = 300.0
-EXIT_GRACE_S = 10.0  # after the last "done", how long stages get to exit on their own
+EXIT_GRACE_S = 30.0  # after the last "done", how long stages get to exit on their own
 
 
 @dataclass
