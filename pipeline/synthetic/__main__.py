@@ -1,0 +1,205 @@
+"""Write a synthetic scene as a video plus ground truth.
+
+    python -m pipeline.synthetic --seed 7 --frames 300 --size 640x480 --fps 30 --out DIR
+
+DIR/video.mp4        H.264 (libx264, yuv420p, crf 12, preset veryfast), pts = frame index,
+                     time base 1/fps
+DIR/instances.json   COCO: images (id = frame index), annotations (RLE masks as str counts,
+                     bbox [x, y, w, h], area, iscrowd 0, category_id, track_id), categories
+DIR/semantic/NNNNNN.png  uint8 class map per frame (0 = background, else class id)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from pipeline.synthetic.coco import coco_categories, frame_annotations
+from pipeline.synthetic.scene import CLASS_NAMES, SyntheticScene
+
+
+class CliError(Exception):
+    pass
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        w, h = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT (e.g. 640x480), got {text!r}"
+        ) from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
+    if w % 2 or h % 2:
+        raise argparse.ArgumentTypeError(
+            f"H.264 with yuv420p needs an even width and height, got {text!r}"
+        )
+    if w > 8192 or h > 8192:
+        raise argparse.ArgumentTypeError(f"size at most 8192x8192, got {text!r}")
+    return w, h
+
+
+def _fps(text: str) -> Fraction:
+    try:
+        fps = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number (e.g. 30 or 30000/1001), got {text!r}"
+        ) from None
+    if fps <= 0 or fps > 1000:
+        raise argparse.ArgumentTypeError(f"fps must be in (0, 1000], got {text!r}")
+    return fps.limit_denominator(1_000_000)
+
+
+def _non_negative(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _positive(text: str) -> int:
+    v = _non_negative(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return v
+
+
+def write_scene(
+    out: Path,
+    seed: int,
+    frames: int,
+    size: tuple[int, int],
+    fps: Fraction,
+    crf: int = 12,
+    preset: str = "veryfast",
+    progress: bool = True,
+) -> dict:
+    """Render ``frames`` frames and write video, COCO json and semantic PNGs into ``out``."""
+    import av
+    from PIL import Image
+
+    width, height = size
+    out.mkdir(parents=True, exist_ok=True)
+    sem_dir = out / "semantic"
+    sem_dir.mkdir(exist_ok=True)
+    scene = SyntheticScene(seed, width, height, float(fps))
+    images, annotations = [], []
+    video_path = out / "video.mp4"
+    t0 = time.time()
+    step = max(1, frames // 10)
+    # The MP4 track time scale = fps numerator, so pts = frame index for integer rates
+    # (time base 1/fps); for e.g. 30000/1001 the time base is 1/30000 and pts = 1001 * index.
+    muxer_options = {"video_track_timescale": str(fps.numerator)}
+    with av.open(str(video_path), mode="w", options=muxer_options) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width = width
+        stream.height = height
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = 1 / fps
+        stream.codec_context.time_base = 1 / fps
+        stream.options = {"crf": str(crf), "preset": preset}
+        for i in range(frames):
+            fr = scene.frame(i)
+            vf = av.VideoFrame.from_ndarray(fr.image, format="rgb24")
+            vf.pts = i
+            vf.time_base = 1 / fps  # encoder time base; the muxer rescales to its track
+            for packet in stream.encode(vf):
+                container.mux(packet)
+            Image.fromarray(fr.class_map, mode="L").save(sem_dir / f"{i:06d}.png")
+            images.append(
+                {
+                    "id": i,
+                    "file_name": f"video.mp4#{i}",
+                    "width": width,
+                    "height": height,
+                    "frame_index": i,
+                    "time_s": float(i / fps),
+                    "semantic": f"semantic/{i:06d}.png",
+                }
+            )
+            annotations += frame_annotations(fr, i, first_id=len(annotations) + 1)
+            if progress and ((i + 1) % step == 0 or i + 1 == frames):
+                rate = (i + 1) / max(1e-9, time.time() - t0)
+                print(
+                    f"[synthetic] {i + 1}/{frames} frames ({rate:.1f} fps)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        for packet in stream.encode(None):
+            container.mux(packet)
+    coco = {
+        "info": {
+            "description": "segstream synthetic scene",
+            "seed": seed,
+            "frames": frames,
+            "width": width,
+            "height": height,
+            "fps": str(fps),
+            "video": "video.mp4",
+            "codec": f"libx264 yuv420p crf {crf} preset {preset}",
+            "class_names": list(CLASS_NAMES),
+        },
+        "images": images,
+        "annotations": annotations,
+        "categories": coco_categories(),
+    }
+    (out / "instances.json").write_text(json.dumps(coco), encoding="utf-8")
+    return coco
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.synthetic",
+        description="Render a synthetic scene to DIR/video.mp4 with COCO instances and semantic PNGs.",
+    )
+    p.add_argument(
+        "--seed",
+        type=_non_negative,
+        default=0,
+        help="scene seed (>= 0; 1000..1999 are training seeds)",
+    )
+    p.add_argument("--frames", type=_positive, default=120, help="number of frames (>= 1)")
+    p.add_argument(
+        "--size",
+        type=_size,
+        default=(640, 480),
+        help="WIDTHxHEIGHT, even numbers (default 640x480)",
+    )
+    p.add_argument("--fps", type=_fps, default=Fraction(30), help="frame rate (default 30)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--crf", type=int, default=12, help="x264 quality (lower is better, default 12)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} exists and is not a directory", file=sys.stderr)
+        return 2
+    try:
+        coco = write_scene(
+            out, args.seed, args.frames, args.size, args.fps, args.crf, args.preset, not args.quiet
+        )
+    except OSError as exc:
+        print(f"error: cannot write to {out}: {exc}", file=sys.stderr)
+        return 2
+    n_ann = len(coco["annotations"])
+    print(
+        f"[synthetic] wrote {out}/video.mp4, instances.json ({n_ann} instances), "
+        f"semantic/ ({args.frames} PNGs)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
