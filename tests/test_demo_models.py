@@ -1,0 +1,153 @@
+"""Demo models: torchvision-compatible structure, reproducible training, committed checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engines import train as T
+from engines.models.demo import (
+    FCN_DEMO_INPUT,
+    MASKRCNN_DEMO_INPUT,
+    build_fcn_demo,
+    build_maskrcnn_demo,
+)
+from pipeline.synthetic import CLASS_NAMES, EVAL_SEED, TRAIN_SEEDS
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "engines" / "weights"
+K = len(CLASS_NAMES)
+TINY = {"min_size": 72, "max_size": 96}
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_input_constants():
+    for const in (MASKRCNN_DEMO_INPUT, FCN_DEMO_INPUT):
+        assert 256 <= const["min_size"] <= const["max_size"]
+
+
+def test_maskrcnn_demo_structure():
+    from torchvision.models.detection import MaskRCNN
+
+    torch.manual_seed(0)
+    model = build_maskrcnn_demo(K).eval()
+    assert isinstance(model, MaskRCNN)
+    assert model.transform.min_size == (MASKRCNN_DEMO_INPUT["min_size"],)
+    assert model.transform.max_size == MASKRCNN_DEMO_INPUT["max_size"]
+    heads = model.roi_heads
+    c = model.backbone.out_channels
+    with torch.no_grad():
+        box = heads.box_predictor(heads.box_head(torch.randn(5, c, 7, 7)))
+        assert box[0].shape == (5, K) and box[1].shape == (5, 4 * K)
+        masks = heads.mask_predictor(heads.mask_head(torch.randn(3, c, 14, 14)))
+        assert masks.shape == (3, K, 28, 28)
+        model.transform.min_size, model.transform.max_size = (64,), 96
+        out = model([torch.rand(3, 64, 96)])[0]
+    assert set(out) == {"boxes", "labels", "scores", "masks"}
+
+
+def test_fcn_demo_structure():
+    torch.manual_seed(0)
+    model = build_fcn_demo(K).eval()
+    assert model.aux_classifier is None
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 96))
+    assert set(out) == {"out"} and out["out"].shape == (2, K, 64, 96)
+
+
+@pytest.mark.parametrize("name", ["maskrcnn_demo", "fcn_demo"])
+def test_training_is_reproducible(name):
+    sizes = [(96, 72)]
+
+    def run(seed):
+        torch.manual_seed(seed)
+        model = T.build(name)
+        opt = T.make_optimizer(model, 1e-3, 1e-4)
+        T.train_steps(
+            name,
+            model,
+            opt,
+            seed=seed,
+            start=0,
+            stop=2,
+            steps=2,
+            batch_size=2,
+            sizes=sizes,
+            lr=1e-3,
+            warmup=1,
+            input_size=TINY,
+        )
+        return model.state_dict()
+
+    a, b, c = run(5), run(5), run(6)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_training_data_never_uses_held_out_seed():
+    plan = [p for step in range(50) for p in T.batch_plan(0, step, 4, [(96, 72)])]
+    assert all(seed in TRAIN_SEEDS for seed, _, _ in plan)
+    assert EVAL_SEED not in TRAIN_SEEDS
+    assert T.batch_plan(0, 3, 4, [(96, 72)]) == T.batch_plan(0, 3, 4, [(96, 72)])
+
+
+# ------------------------------------------------------------------ committed checkpoints
+
+
+def test_checkpoints_small_and_well_formed():
+    paths = [WEIGHTS / "maskrcnn_demo.pt", WEIGHTS / "fcn_demo.pt"]
+    for p in paths:
+        assert p.is_file(), f"missing demo checkpoint {p}"
+        assert (WEIGHTS / f"{p.stem}.md").is_file(), f"missing model card for {p.name}"
+    assert sum(p.stat().st_size for p in paths) <= 10 * 1024 * 1024
+    for p in paths:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        assert ckpt["format"] == "segstream-checkpoint" and ckpt["version"] == 1
+        assert ckpt["model"] == p.stem
+        assert ckpt["class_names"] == list(CLASS_NAMES)
+        for key in ("train_command", "data_seed", "steps", "train_time_s", "torch", "accuracy"):
+            assert key in ckpt["meta"], key
+        model = T.build(p.stem)
+        model.load_state_dict(ckpt["state_dict"])
+
+
+def test_checkpoints_load_through_the_registry():
+    weights = pytest.importorskip("engines.weights")
+    for name in ("maskrcnn_demo", "fcn_demo"):
+        loaded = weights.resolve_weights(name, "demo")
+        assert tuple(loaded.class_names) == CLASS_NAMES and not loaded.untrained
+        model = weights.build_model(loaded)
+        assert not model.training
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    # A few frames of the held-out scene, spread over a minute (seed 7 is never trained on).
+    return T.held_out_frames(EVAL_SEED, (640, 480), range(45, 1800, 225))
+
+
+def test_maskrcnn_demo_held_out_accuracy(held_out):
+    name, model, _ = T.load_checkpoint(WEIGHTS / "maskrcnn_demo.pt")
+    acc = T.evaluate_frames(name, model, held_out)
+    assert acc["mask_AP"] >= 0.75, acc
+    assert acc["mask_AP50"] >= 0.95, acc
+
+
+def test_fcn_demo_held_out_accuracy(held_out):
+    """The committed FCN reproduces the held-out accuracy on its model card (0.881 mean IoU
+    on 60 frames). NOTE: the project's target is 0.90 (issue 3, still open); this checks the
+    weights that ship, it does not claim the target."""
+    name, model, meta = T.load_checkpoint(WEIGHTS / "fcn_demo.pt")
+    recorded = (meta.get("meta", meta).get("accuracy") or {}).get("mean_iou")
+    acc = T.evaluate_frames(name, model, held_out)
+    assert recorded is not None and recorded >= 0.85
+    assert acc["mean_iou"] >= recorded - 0.03, (acc["mean_iou"], recorded)
