@@ -21,6 +21,7 @@ from engines.backends.onnxruntime_backend import (
     select_providers,
 )
 from engines.engine_cache import CACHE_ENV, onnx_cache_dir
+from engines.registry import get_model_entry
 from engines.transform import batch_images, prepare_batch, prepare_image
 from engines.weights import demo_weights_path
 from pipeline.errors import ModelError
@@ -193,7 +194,7 @@ def test_export_cache_is_reused_and_explicit_dirs_load(cache_root, monkeypatch) 
     out = first.export_dir  # an export directory given explicitly
     loaded = OnnxRuntimeBackend(name, onnx_dir=out)  # no weights needed: the export has them
     assert loaded.weights.tag == "random-s0" and loaded.spec.model_id == "fcn_demo@random-s0"
-    assert loaded.spec.min_size == 320 and loaded.weights.untrained  # the manifest's size
+    assert loaded.spec.min_size == get_model_entry(name).min_size and loaded.weights.untrained  # manifest size
     batch, sizes = prepare_batch([scene(100, 120, 1)], first.spec)
     got = loaded.infer(batch, sizes)[0].class_map
     assert torch.equal(got, first.infer(batch, sizes)[0].class_map)

@@ -55,7 +55,7 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 # Mask R-CNN 1.3x larger at inference makes the smallest shapes (16 px in a 480-line frame)
 # easier to find: held-out mask AP 0.79 -> 0.83, AP50 0.935 -> 0.955 (engines/weights/*.md).
 MASKRCNN_DEMO_INPUT = {"min_size": 416, "max_size": 832}
-FCN_DEMO_INPUT = {"min_size": 320, "max_size": 640}
+FCN_DEMO_INPUT = {"min_size": 416, "max_size": 832}
 MASKRCNN_DEMO_TRAIN_INPUT = {"min_size": 320, "max_size": 640}
 FCN_DEMO_TRAIN_INPUT = {"min_size": 320, "max_size": 640}
 
