@@ -515,8 +515,8 @@ def write_model_card(ckpt_path: str | Path, notes: str = "") -> Path:
         "kept; they do not change the result.)",
         "",
         (
-            f"- initialisation: ResNet + FPN copied from `{Path(meta['init_from']).name}` "
-            "(the Mask R-CNN demo, trained on the same seeds); context module and head random"
+            f"- initialisation: `--init-from {Path(meta['init_from']).name}` (a checkpoint of the "
+            "same model: all weights; of maskrcnn_demo: its ResNet + FPN), see below"
             if meta.get("init_from")
             else "- initialisation: random (torch.manual_seed(seed)), no pretrained weights"
         ),
