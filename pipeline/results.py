@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.messages import SCHEMA_FRAME, version_header
+from pipeline.ops.rle import encode_mask
 
 UNLABELED = 255  # class-map value for "no class" (ROS mono8 convention)
 
@@ -95,8 +96,6 @@ class FrameResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-lines form (``--save-results``): the class map as one RLE per present class."""
-        from pipeline.ops.rle import encode_mask
-
         record = self._common()
         record["semantic"] = None
         if self.class_map is not None:

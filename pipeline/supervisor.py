@@ -111,6 +111,8 @@ class Supervisor:
         self.control: zmq.Socket | None = None
         self._signals = 0
         self._draining = False
+        self._start_sent = False  # every stage is ready: capture may begin reading
+        self._capture_started = False
         self._progress = None
         self._started = time.monotonic()
         self.publish_endpoint: str | None = None
@@ -221,6 +223,8 @@ class Supervisor:
         if kind == "ready":
             state.ready = True
             state.info = event
+        elif kind == "started":
+            self._capture_started = True
         elif kind == "done":
             state.done = True
             state.stats = event.get("stats", {})
@@ -239,6 +243,8 @@ class Supervisor:
             raise PipelineError("aborted by signal")
         if self._draining:
             sockets.send(self.control, {"type": "drain"})
+        elif self._start_sent and not self._capture_started:
+            sockets.send(self.control, {"type": "start"})  # again until capture acknowledges
         now = time.monotonic()
         for state in self.stages.values():
             if state.process is None:
@@ -276,6 +282,8 @@ class Supervisor:
             for name in others:
                 self._start(name, plan_path)
             self._wait_ready(events, others)
+            self._start_sent = True
+            sockets.send(self.control, {"type": "start"})
             self.publish_endpoint = self.stages["publish"].info.get("publish_endpoint")
             if self.publish_endpoint:
                 log.info("publishing results on %s", self.publish_endpoint)

@@ -19,11 +19,12 @@ nothing but numpy, so a consumer in another process can copy them as-is.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .paste import MaskCrop
+if TYPE_CHECKING:  # numpy only at run time: consumers and the publish stage need no torch
+    from .paste import MaskCrop
 
 __all__ = [
     "area",

@@ -48,6 +48,7 @@ class Stage:
         self.stats: dict[str, Any] = {"busy_s": 0.0}
         self.drain_requested = False
         self.exit_requested = False
+        self.start_requested = False
         self._heartbeat_every = self.config.transport.heartbeat_s
         self._last_heartbeat = 0.0
 
@@ -55,12 +56,18 @@ class Stage:
     def setup(self) -> None:
         """Open sockets, load models (runs before ``ready`` is reported)."""
 
+    def warm_up(self) -> None:
+        """Run the frame path once on a blank frame (runs before ``ready`` is reported), so
+        first-call costs (kernel selection, lazy library loading, allocator growth) are paid
+        before the first real frame rather than added to its latency."""
+
     def loop(self) -> None:
         """Process messages until EOS."""
         raise NotImplementedError
 
     def run(self) -> None:
         self.setup()
+        self.warm_up()
         self.emit("ready", **self.ready_info())
         self.loop()
         self.emit("done", stats=self.stats)
@@ -90,7 +97,9 @@ class Stage:
             self.emit("heartbeat")
         while self.control.poll(0):
             header, _ = sockets.recv(self.control)
-            if header.get("type") == "drain":
+            if header.get("type") == "start":
+                self.start_requested = True
+            elif header.get("type") == "drain":
                 self.drain_requested = True
             elif header.get("type") == "exit":
                 self.exit_requested = True
@@ -132,6 +141,10 @@ class Stage:
             print(f"[{self.name}] sent {header.get('type')} {header.get('seq')}", file=sys.stderr, flush=True)
 
     # -- frames in the ring --------------------------------------------------------------
+    def blank_frame(self) -> np.ndarray:
+        """A black frame of the source's (largest) size, for :meth:`warm_up`."""
+        return np.zeros((self.plan.source["height"], self.plan.source["width"], 3), np.uint8)
+
     def frame_view(self, header: dict) -> np.ndarray:
         self.ring.check(header["slot"], header["gen"])
         return self.ring.frame(header["slot"], header["h"], header["w"])

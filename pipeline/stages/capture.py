@@ -4,6 +4,13 @@ Slot credits: the ring has a fixed number of slots; publish returns a slot when 
 finished with it. For files and folders capture waits for a free slot (backpressure reaches
 the decoder): nothing is dropped or reordered. For live feeds a reader thread keeps only
 the newest frame, so the pipeline never falls behind the camera.
+
+Admission (live feeds): besides a free slot, a live frame needs room at the model's door.
+The infer stage reports each batch it takes (``taken``); capture keeps at most one batch
+waiting for the model, so every frame it sends is in the model's next batch and waits at
+most one inference time before its own. Without this gate a partial batch (closed by
+``max_wait_ms``) would leave more than a batch queued and the newest frame a whole extra
+inference behind.
 """
 
 from __future__ import annotations
@@ -36,18 +43,36 @@ class CaptureStage(Stage):
         self.source = self.sources[0]
         self.free_slots: deque[int] = deque(range(self.plan.ring_slots))
         self.live = self.source.info().live
+        self.awaiting_model = 0  # frames sent but not yet taken into a batch by infer
         self.seq = 0
         self.stats.update(frames_read=0, frames_dropped=0, decode_errors=0)
 
     def _collect_releases(self, block: bool) -> None:
-        if block and not self.free_slots:
-            message = self.recv(self.releases)
-            self.free_slots.append(message[0]["slot"])
+        """Take in slot releases (from publish) and batch admissions (from infer)."""
+        while block and not self.free_slots:
+            self._credit(self.recv(self.releases)[0])
         while self.releases.poll(0, zmq.POLLIN):
-            header, _ = sockets.recv(self.releases)
+            self._credit(sockets.recv(self.releases)[0])
+
+    def _credit(self, header: dict) -> None:
+        if header.get("type") == "taken":
+            self.awaiting_model -= header["count"]
+        else:
             self.free_slots.append(header["slot"])
 
+    def _can_send_live(self) -> bool:
+        return bool(self.free_slots) and self.awaiting_model < self.config.batching.batch_size
+
+    def _wait_for_start(self) -> None:
+        """Read nothing until every stage is ready: a live frame read while a downstream
+        stage is still loading would carry that load time as latency."""
+        while not (self.start_requested or self.drain_requested):
+            self.tick()
+            self.control.poll(LIVE_POLL_MS)
+        self.emit("started")
+
     def loop(self) -> None:
+        self._wait_for_start()
         if len(self.sources) > 1:
             self._loop_streams()
         elif self.live:
@@ -77,6 +102,7 @@ class CaptureStage(Stage):
             "dropped": dropped,
         }
         self.forward(self.downstream, header)
+        self.awaiting_model += 1
         if seq is None:
             self.seq += 1
 
@@ -109,7 +135,7 @@ class CaptureStage(Stage):
                 self.tick()
                 self._forward_status(reader.pop_events())
                 self._collect_releases(block=False)
-                if not self.free_slots:
+                if not self._can_send_live():
                     self.releases.poll(LIVE_POLL_MS)
                     continue
                 item = reader.get(timeout=LIVE_POLL_MS / 1000)
@@ -144,13 +170,14 @@ class CaptureStage(Stage):
             streams.append({"id": str(index), "reader": LatestFrameReader(source, policy=policy, capacity=depth),
                             "seq": 0, "drops": 0})
         active = deque(streams)
+        any_live = any(source.info().live for source in self.sources)
         try:
             while active and not self.drain_requested:
                 self.tick()
                 for stream in streams:
                     self._forward_status(stream["reader"].pop_events(), stream["id"])
                 self._collect_releases(block=False)
-                if not self.free_slots:
+                if not (self._can_send_live() if any_live else self.free_slots):
                     self.releases.poll(LIVE_POLL_MS)
                     continue
                 sent = False

@@ -31,7 +31,15 @@ class InferStage(Stage):
         hwm = self.config.transport.queue_depth
         self.upstream = sockets.pull(self.ctx, self.plan.endpoints["infer_in"], hwm=hwm)
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["postprocess_in"], hwm=hwm, lossless=True)
+        # live feeds: capture admits a frame only while the model's next batch has room
+        self.admissions = None
+        if self.plan.source.get("live"):
+            self.admissions = sockets.push(self.ctx, self.plan.endpoints["release"], hwm=1000)
         self.stats.update(frames_processed=0, batches=0, batch_s_max=0.0, backend=self.backend.name)
+
+    def warm_up(self) -> None:
+        image = prepare_image(torch.from_numpy(self.blank_frame()), self.spec, device=self.device)
+        infer_images(self.backend, [image] * self.config.batching.batch_size)
 
     def ready_info(self) -> dict:
         return {"spec": spec_to_dict(self.spec), "backend": self.backend.name}
@@ -58,6 +66,8 @@ class InferStage(Stage):
                     after = message[0]
                     break
                 batch.append(message)
+            if self.admissions is not None:
+                sockets.send(self.admissions, {"type": "taken", "count": len(batch)})
             self.run_batch(batch)
             if after is not None and self.relay(after):
                 return

@@ -36,6 +36,23 @@ class PostprocessStage(Stage):
         self.device = torch.device(model.device if model.device == "cpu" or torch.cuda.is_available() else "cpu")
         self.stats.update(instances=0)
 
+    def warm_up(self) -> None:
+        image = self.blank_frame()
+        frame_size = image.shape[:2]
+        if self.spec.task == "semantic":
+            class_map = class_map_from_output(np.ones((32, 32), np.uint8), frame_size)
+            draw_semantic(image, class_map, alpha=self.alpha, palette=self.palette)
+            return
+        h, w = frame_size
+        boxes = torch.tensor([[0.0, 0.0, w / 2, h / 2], [w / 4, h / 4, w * 0.75, h * 0.75]], device=self.device)
+        result = instances_from_output(
+            boxes, torch.ones(2, device=self.device), torch.ones(2, dtype=torch.int64, device=self.device),
+            torch.full((2, 28, 28), 0.9, device=self.device), (h, w), frame_size,
+            PostprocessParams(0.0, self.params.nms_iou, self.params.mask_threshold, self.params.max_detections),
+        )
+        draw_instances(image, result.crops, result.boxes, result.labels, result.scores,
+                       self.spec.class_names, alpha=self.alpha, palette=self.palette)
+
     def loop(self) -> None:
         while True:
             header, buffers = self.recv(self.upstream)

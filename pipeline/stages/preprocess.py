@@ -21,6 +21,10 @@ class PreprocessStage(Stage):
         self.spec = self.plan.model_spec()
         self.on_host = self.config.model.device == "cpu"
 
+    def warm_up(self) -> None:
+        if self.on_host:
+            prepare_image(self.blank_frame(), self.spec)
+
     def loop(self) -> None:
         while True:
             header, buffers = self.recv(self.upstream)
