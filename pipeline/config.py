@@ -89,6 +89,17 @@ class TransportConfig(_Section):
         return hops
 
 
+class SupervisionConfig(_Section):
+    """What the supervisor does when a stage dies or hangs."""
+
+    max_restarts: int = Field(default=3, ge=0, le=1000)  # per stage and run; 0: a failure ends the run
+    restart_backoff_s: float = Field(default=0.5, ge=0.0, le=60.0)  # first wait; doubles per restart
+    restart_backoff_max_s: float = Field(default=10.0, ge=0.0, le=600.0)
+    # The overlay video is encoded in closed segments of this many frames (each starts with a
+    # key frame); a restarted publish stage re-encodes only the segment it was writing.
+    video_segment_frames: int = Field(default=32, ge=1, le=1024)
+
+
 class OutputConfig(_Section):
     """What the run produces."""
 
@@ -119,6 +130,7 @@ class PipelineConfig(_Section):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     transport: TransportConfig = Field(default_factory=TransportConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:

@@ -29,6 +29,7 @@ from engines.transform import target_size
 from pipeline.config import HOPS, PipelineConfig
 from pipeline.errors import ConfigError, PipelineError, StageError
 from pipeline.plan import STAGES, RunPlan, source_info_to_dict
+from pipeline.sinks.segmented_video import salvage_segments, stream_video_path
 from pipeline.sources import open_source
 from pipeline.sources.base import SourceInfo
 from pipeline.transport import sockets
@@ -51,6 +52,8 @@ class StageState:
     stats: dict[str, Any] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
     info: dict[str, Any] = field(default_factory=dict)
+    restarts: int = 0
+    replay_due: bool = False  # restarted: ask capture to replay once this process is ready
 
 
 def _receiver_of(sender: str) -> str:
@@ -60,12 +63,15 @@ def _receiver_of(sender: str) -> str:
 def _ring_slots(config: PipelineConfig, live: bool) -> int:
     if config.transport.ring_slots is not None:
         return config.transport.ring_slots
+    # publish holds the frames of the overlay segment it is writing until the segment is
+    # closed (so a restarted publish can encode them again)
+    held = config.supervision.video_segment_frames if config.output.video else 0
     if live:
-        # latency is bounded by the frames in flight: one batch in the model, one forming;
-        # so a frame waits at most two inference times (plus one frame interval at capture)
-        return max(2, 2 * config.batching.batch_size)
+        # one batch in the model, one waiting (capture admits no more, so a frame waits at
+        # most two inference times plus one frame interval), the next few in post-stages
+        return max(2, 2 * config.batching.batch_size) + 2 + held
     # enough for a full batch in the model, the next batch waiting, and the queues between
-    return 2 * config.batching.batch_size + 2 * config.transport.queue_depth + 2
+    return 2 * config.batching.batch_size + 2 * config.transport.queue_depth + 2 + held
 
 
 def _input_bytes(config: PipelineConfig, info: SourceInfo) -> int:
@@ -112,6 +118,10 @@ class Supervisor:
         self._signals = 0
         self._draining = False
         self._start_sent = False  # every stage is ready: capture may begin reading
+        self._exiting = False  # the run is complete: stages are told to exit
+        self._completed = False
+        self._plan_path: Path | None = None
+        self.restart_log: list[dict[str, Any]] = []
         self._capture_started = False
         self._progress = None
         self._started = time.monotonic()
@@ -164,7 +174,10 @@ class Supervisor:
             endpoints[f"{receiver}_in"] = endpoint
         slots = _ring_slots(self.config, info.live)
         frame_bytes = info.width * info.height * 3
-        self.ring = FrameRing.create(segment_name(self.run_id), slots, frame_bytes, _input_bytes(self.config, info))
+        overlay_bytes = frame_bytes if self.config.output.video else 0
+        self.ring = FrameRing.create(
+            segment_name(self.run_id), slots, frame_bytes, _input_bytes(self.config, info), overlay_bytes
+        )
         return RunPlan(
             run_id=self.run_id,
             run_dir=str(self.run_dir),
@@ -223,6 +236,9 @@ class Supervisor:
         if kind == "ready":
             state.ready = True
             state.info = event
+            if state.replay_due:
+                state.replay_due = False
+                sockets.send(self.control, {"type": "replay"})
         elif kind == "started":
             self._capture_started = True
         elif kind == "done":
@@ -243,18 +259,44 @@ class Supervisor:
             raise PipelineError("aborted by signal")
         if self._draining:
             sockets.send(self.control, {"type": "drain"})
-        elif self._start_sent and not self._capture_started:
+        elif self._start_sent and not self._capture_started and self.stages["capture"].ready:
             sockets.send(self.control, {"type": "start"})  # again until capture acknowledges
         now = time.monotonic()
         for state in self.stages.values():
             if state.process is None:
                 continue
             code = state.process.poll()
-            if code is not None and not (code == 0 and state.done):
-                raise self._failure(state)
+            if code is not None and not self._exiting:
+                self._restart_or_fail(state, self._failure(state))
+                continue
             limit = self.config.transport.stage_timeout_s if state.ready else MODEL_LOAD_TIMEOUT_S
-            if code is None and not state.done and now - state.last_seen > limit:
-                raise StageError(f"stage '{state.name}' stopped responding (no heartbeat for {limit:.0f} s)")
+            if code is None and now - state.last_seen > limit:
+                error = StageError(f"stage '{state.name}' stopped responding (no heartbeat for {limit:.0f} s)")
+                self._restart_or_fail(state, error, hung=True)
+
+    def _restart_or_fail(self, state: StageState, error: StageError, hung: bool = False) -> None:
+        """A stage died or hung: start it again (with backoff, within the configured limit)
+        and have capture replay the frames in flight; a stage that reported an error of its
+        own (bad input, a bug) is not restarted: it would fail the same way again."""
+        sup = self.config.supervision
+        reported = self.run_dir is not None and (self.run_dir / f"{state.name}.error").exists()
+        if reported or state.restarts >= sup.max_restarts or self._plan_path is None:
+            if state.restarts and not reported:
+                error = StageError(f"{error} (gave up after {state.restarts} restart(s))")
+            raise error
+        if hung:
+            state.process.kill()
+        state.process.wait()
+        state.restarts += 1
+        self.restart_log.append({"stage": state.name, "reason": str(error).split(": ", 1)[-1], "at_s": round(time.monotonic() - self._started, 3)})
+        backoff = min(sup.restart_backoff_max_s, sup.restart_backoff_s * 2 ** (state.restarts - 1))
+        log.warning("%s; restarting it in %.1f s (restart %d of %d)", error, backoff, state.restarts, sup.max_restarts)
+        time.sleep(backoff)
+        state.ready = state.done = False
+        state.replay_due = state.name != "capture"  # a new capture resumes on its own
+        if state.name == "capture":
+            self._capture_started = False  # it waits for "start" again
+        self._start(state.name, self._plan_path)
 
     def _wait_ready(self, events: zmq.Socket, names: list[str]) -> None:
         while not all(self.stages[n].ready for n in names):
@@ -272,7 +314,7 @@ class Supervisor:
             self.control = self.ctx.socket(zmq.PUB)
             self.control.setsockopt(zmq.LINGER, 0)
             self.control.bind(plan.endpoints["control"])
-            plan_path = self.run_dir / "plan.json"
+            plan_path = self._plan_path = self.run_dir / "plan.json"
             plan.save(plan_path)
             self._start("infer", plan_path)
             self._wait_ready(events, ["infer"])
@@ -289,8 +331,11 @@ class Supervisor:
                 log.info("publishing results on %s", self.publish_endpoint)
             self._open_progress(info)
             started = time.monotonic()
-            while not all(s.done for s in self.stages.values()):
+            # publish finishes last, once it has every frame up to end-of-stream
+            while not self.stages["publish"].done:
                 self._poll(events, 100)
+            self._completed = True
+            self._collect_final_stats(events)
             self._join_all()
             return self._report(plan, info, time.monotonic() - started)
         finally:
@@ -310,8 +355,16 @@ class Supervisor:
             total = min(total or self.config.source.max_frames, self.config.source.max_frames)
         self._progress = tqdm(total=total, unit="frame", desc="segmenting", dynamic_ncols=True)
 
+    def _collect_final_stats(self, events: zmq.Socket) -> None:
+        """Publish is done; the others reported at end-of-stream (a restarted one may report
+        again): take in what is queued."""
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not all(s.done for s in self.stages.values()):
+            self._poll(events, 50)
+
     def _join_all(self) -> None:
-        """Every stage is done: tell them to exit (repeatedly: PUB is fire-and-forget)."""
+        """Publish is done: tell every stage to exit (repeatedly: PUB is fire-and-forget)."""
+        self._exiting = True
         deadline = time.monotonic() + EXIT_GRACE_S
         for state in self.stages.values():
             while state.process.poll() is None and time.monotonic() < deadline:
@@ -336,11 +389,27 @@ class Supervisor:
                 proc.wait()
         if self.ctx is not None:
             self.ctx.destroy(linger=0)
+        if not self._completed and self.config.output.video:
+            self._salvage_video()
         if self.ring is not None:
             self.ring.close()
             self.ring.unlink()
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _salvage_video(self) -> None:
+        """A failed or aborted run: keep the overlay segments that were finished as a
+        playable video, and leave no segment files behind."""
+        uris = self.config.source.uris
+        for index in range(len(uris)):
+            path = stream_video_path(self.config.output.video, str(index), len(uris))
+            try:
+                kept = salvage_segments(path)
+            except Exception as err:  # noqa: BLE001 - already failing; report and go on
+                log.warning("could not keep the partial overlay video %s: %s", path, err)
+                continue
+            if kept:
+                log.warning("partial overlay video (%d finished segment(s)) kept in %s", kept, path)
 
     # -- report --------------------------------------------------------------------------
     def _report(self, plan: RunPlan, info: SourceInfo, processing_s: float) -> dict[str, Any]:
@@ -379,5 +448,7 @@ class Supervisor:
                 for name, s in stats.items()
             },
             "interrupted": self._draining,
+            "restarts": self.restart_log,
+            "duplicates_dropped": stats["publish"].get("duplicates_dropped", 0),
         }
         return report

@@ -1,5 +1,6 @@
 """Every exit path leaves nothing behind: normal end, Ctrl-C/SIGTERM (drains), a stage
-killed with SIGKILL, the supervisor itself killed, and bad input (fails within seconds)."""
+killed with SIGKILL and restarts off, the supervisor itself killed, and bad input (fails
+within seconds). Restarts with replay: tests/test_restarts.py."""
 
 from __future__ import annotations
 
@@ -99,8 +100,8 @@ def test_signal_drains_in_flight_frames_and_cleans_up(tmp_path, long_video, sign
 
 
 @pytest.mark.parametrize("victim", ["infer", "capture", "publish"])
-def test_killed_stage_fails_the_run_naming_it(tmp_path, long_video, victim):
-    proc, endpoint = _start(tmp_path, long_video)
+def test_killed_stage_fails_the_run_naming_it_when_restarts_are_off(tmp_path, long_video, victim):
+    proc, endpoint = _start(tmp_path, long_video, "--max-restarts", "0")
     _wait_first_result(endpoint, proc)
     stages = _children(proc.pid)
     os.kill(stages[victim], signal.SIGKILL)

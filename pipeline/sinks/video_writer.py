@@ -103,6 +103,16 @@ def _to_fraction(value: Fraction | float | int | str, what: str) -> Fraction:
     return frac
 
 
+def container_options(ext: str, time_base: Fraction) -> dict[str, str]:
+    """Muxer options for a file of this extension whose frames use ``time_base``."""
+    options: dict[str, str] = {}
+    if ext in (".mp4", ".m4v", ".mov") and time_base.numerator == 1 and time_base.denominator < 2**31:
+        # The start offset goes into an edit list in the movie timescale (default 1/1000):
+        # use the frames' own time base so a non-zero first pts survives exactly.
+        options["movie_timescale"] = str(time_base.denominator)
+    return options
+
+
 class VideoWriter:
     """Write H x W x 3 uint8 RGB frames to a video file.
 
@@ -115,6 +125,9 @@ class VideoWriter:
         codec: encoder name (``None``: by extension, see the module docs).
         options: encoder options, merged over the codec defaults (e.g. ``{"crf": "18"}``).
         pix_fmt: encoder pixel format (``None``: by codec).
+        first_pts, frame_offset, previous_pts: for a file that continues an earlier one (a
+            segment): the first source pts of the whole video, the number of frames before
+            this file and the last encoder pts written, so timestamps carry on exactly.
 
     Use as a context manager, or call :meth:`close` to flush the encoder and finish the file.
 
@@ -133,6 +146,9 @@ class VideoWriter:
         options: dict[str, str] | None = None,
         *,
         pix_fmt: str | None = None,
+        first_pts: int | None = None,
+        frame_offset: int = 0,
+        previous_pts: int | None = None,
     ) -> None:
         self.path = Path(path)
         if int(width) <= 0 or int(height) <= 0:
@@ -144,9 +160,10 @@ class VideoWriter:
             _to_fraction(time_base, "time base") if time_base is not None else 1 / self.fps
         )
         self.frames_written = 0
+        self.frame_offset = int(frame_offset)
         self.pts_fixed = 0  # pts moved forward because they did not increase
-        self._last_pts: int | None = None
-        self._first_pts: int | None = None
+        self._last_pts: int | None = previous_pts
+        self._first_pts: int | None = first_pts
         self._closed = False
 
         ext = self.path.suffix.lower()
@@ -168,14 +185,8 @@ class VideoWriter:
             raise VideoWriterError(
                 f"cannot write video '{self.path}': {exc.strerror or exc}"
             ) from exc
-        container_options: dict[str, str] = {}
-        if ext in (".mp4", ".m4v", ".mov") and self.time_base.numerator == 1:
-            # The start offset goes into an edit list in the movie timescale (default 1/1000):
-            # use the frames' own time base so a non-zero first pts survives exactly.
-            if self.time_base.denominator < 2**31:
-                container_options["movie_timescale"] = str(self.time_base.denominator)
         try:
-            self._container = av.open(str(self.path), mode="w", container_options=container_options)
+            self._container = av.open(str(self.path), mode="w", container_options=container_options(ext, self.time_base))
         except av.FFmpegError as exc:
             raise VideoWriterError(
                 f"cannot write video '{self.path}': {getattr(exc, 'strerror', None) or exc}"
@@ -267,7 +278,7 @@ class VideoWriter:
     def _next_pts(self, pts: int | None) -> int:
         """The encoder pts for this frame: the source pts (rescaled for AVI), increasing."""
         if pts is None:
-            out = round(self.frames_written / self.fps / self._codec_time_base)
+            out = round((self.frame_offset + self.frames_written) / self.fps / self._codec_time_base)
         elif self._cfr:
             if self._first_pts is None:
                 self._first_pts = int(pts)

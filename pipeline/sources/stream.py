@@ -678,7 +678,8 @@ class LatestFrameReader:
     """
 
     def __init__(
-        self, source: Source, name: str = "segstream-live-reader", policy: str = "latest", capacity: int = 1
+        self, source: Source, name: str = "segstream-live-reader", policy: str = "latest", capacity: int = 1,
+        skip: int = 0,
     ) -> None:
         if policy not in LIVE_POLICIES:
             raise ValueError(f"unknown live policy {policy!r} (choose from {', '.join(LIVE_POLICIES)})")
@@ -687,6 +688,7 @@ class LatestFrameReader:
         self.capacity = 1 if policy == "latest" else max(1, capacity)
         self.dropped_total = 0
         self.frames_read = 0
+        self.skip = skip  # frames at the start to discard (a restarted capture resuming a file)
         self.error: BaseException | None = None
         self._cond = threading.Condition()
         self._queue: deque[tuple[Frame, int]] = deque()  # (frame, frames dropped before it)
@@ -708,7 +710,9 @@ class LatestFrameReader:
 
     def _run(self) -> None:
         try:
-            for frame in self.source.frames():
+            for index, frame in enumerate(self.source.frames()):
+                if index < self.skip:
+                    continue
                 with self._cond:
                     self.frames_read += 1
                     if self.policy == "block":

@@ -6,8 +6,12 @@ Frame messages between stages carry a header with at least::
     {"type": "frame", "seq": int, "slot": int, "gen": int, "h": int, "w": int,
      "pts": int | None, "tb": [num, den] | None, "capture_ns": int, "dropped": int}
 
-and ``{"type": "eos"}`` ends the stream. Each stage forwards EOS after its last frame,
-reports its statistics to the supervisor and exits 0.
+and ``{"type": "eos"}`` ends the stream. Each stage forwards EOS after its last frame and
+reports its statistics to the supervisor, then keeps serving until the supervisor says
+``exit``: after a stage restart, frames in flight are replayed through every stage.
+
+A frame whose ring slot has since been rewritten (a replayed duplicate, or a frame of a
+capture process that died) is *stale*: stages drop it and count it, never use it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import zmq
 
 from pipeline.plan import RunPlan
 from pipeline.transport import sockets
-from pipeline.transport.shm import FrameRing
+from pipeline.transport.shm import FrameRing, RingOverwriteError
 
 _TRACE = bool(os.environ.get("SEGSTREAM_TRACE"))  # log every stage message to stderr
 POLL_MS = 100  # granularity of heartbeats / stop checks while waiting
@@ -45,10 +49,11 @@ class Stage:
         self.events = sockets.push(self.ctx, plan.endpoints["events"], hwm=1000)
         self.control = sockets.subscriber(self.ctx, plan.endpoints["control"])
         self.ring = FrameRing.attach(plan.ring_name)
-        self.stats: dict[str, Any] = {"busy_s": 0.0}
+        self.stats: dict[str, Any] = {"busy_s": 0.0, "stale_dropped": 0}
         self.drain_requested = False
         self.exit_requested = False
         self.start_requested = False
+        self.replay_requested = False  # capture: a downstream stage was restarted
         self._heartbeat_every = self.config.transport.heartbeat_s
         self._last_heartbeat = 0.0
 
@@ -69,13 +74,11 @@ class Stage:
         self.setup()
         self.warm_up()
         self.emit("ready", **self.ready_info())
-        self.loop()
-        self.emit("done", stats=self.stats)
-        # Stay connected until the supervisor has seen the whole pipeline finish: closing
-        # our sockets earlier could cut off messages a slower stage has not pulled yet.
-        while not self.exit_requested:
-            self.tick()
-            time.sleep(POLL_MS / 1000)
+        # ``loop`` returns at each end-of-stream; keep serving (replays after a restart
+        # elsewhere) until the supervisor has seen the whole pipeline finish and says exit.
+        while True:
+            self.loop()
+            self.emit("done", stats=self.stats)
 
     def ready_info(self) -> dict[str, Any]:
         return {}
@@ -99,6 +102,8 @@ class Stage:
             header, _ = sockets.recv(self.control)
             if header.get("type") == "start":
                 self.start_requested = True
+            elif header.get("type") == "replay":
+                self.replay_requested = True
             elif header.get("type") == "drain":
                 self.drain_requested = True
             elif header.get("type") == "exit":
@@ -121,6 +126,8 @@ class Stage:
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
         while True:
             self.tick()
+            if self.exit_requested:
+                raise StopRequested
             wait = POLL_MS
             if deadline is not None:
                 wait = int(min(POLL_MS, max(0.0, deadline - time.monotonic()) * 1000))
@@ -145,29 +152,56 @@ class Stage:
         """A black frame of the source's (largest) size, for :meth:`warm_up`."""
         return np.zeros((self.plan.source["height"], self.plan.source["width"], 3), np.uint8)
 
+    def is_stale(self, header: dict) -> bool:
+        """True (and counted) if the frame's slot no longer holds this frame."""
+        if self.ring.generation(header["slot"]) == header["gen"]:
+            return False
+        self.stats["stale_dropped"] += 1
+        return True
+
+    @contextmanager
+    def unless_stale(self):
+        """Drop (and count) a frame whose slot is rewritten while this stage works on it."""
+        try:
+            yield
+        except RingOverwriteError:
+            self.stats["stale_dropped"] += 1
+
     def frame_view(self, header: dict) -> np.ndarray:
         self.ring.check(header["slot"], header["gen"])
         return self.ring.frame(header["slot"], header["h"], header["w"])
 
-    def inline_payload(self, sender: str, header: dict) -> list[np.ndarray]:
-        """Pixel data to put inside the message when the hop from ``sender`` is tcp://."""
+    def inline_payload(self, sender: str, header: dict) -> tuple[list[str], list[np.ndarray]]:
+        """Pixel data to put inside the message when the hop from ``sender`` is tcp://:
+        the region names and their arrays (frame, model input, overlay: what exists)."""
         if sender not in self.plan.inline_hops or header.get("type") != "frame":
-            return []
-        payload = [self.ring.frame(header["slot"], header["h"], header["w"])]
+            return [], []
+        slot, h, w = header["slot"], header["h"], header["w"]
+        names, arrays = ["frame"], [self.ring.frame(slot, h, w)]
         if "in_shape" in header:
-            payload.append(self.ring.model_input(header["slot"], tuple(header["in_shape"])))
-        return payload
+            names.append("input")
+            arrays.append(self.ring.model_input(slot, tuple(header["in_shape"])))
+        if sender == "postprocess" and self.ring.layout.overlay_bytes:
+            names.append("overlay")
+            arrays.append(self.ring.overlay(slot, h, w))
+        return names, arrays
 
     def absorb_inline(self, header: dict, buffers: list) -> list:
         """Write inline pixel data (tcp hop) into our ring slot; return the other buffers."""
-        count = header.pop("inline", 0)
-        if not count:
+        names = header.pop("inline", [])
+        if not names:
             return buffers
-        self.frame_view(header)[...] = np.frombuffer(buffers[0], np.uint8).reshape(header["h"], header["w"], 3)
-        if count > 1:
-            shape = tuple(header["in_shape"])
-            self.ring.model_input(header["slot"], shape)[...] = np.frombuffer(buffers[1], np.float32).reshape(shape)
-        return buffers[count:]
+        slot, h, w = header["slot"], header["h"], header["w"]
+        self.ring.check(slot, header["gen"])
+        for name, buffer in zip(names, buffers, strict=False):
+            if name == "frame":
+                self.ring.frame(slot, h, w)[...] = np.frombuffer(buffer, np.uint8).reshape(h, w, 3)
+            elif name == "overlay":
+                self.ring.overlay(slot, h, w)[...] = np.frombuffer(buffer, np.uint8).reshape(h, w, 3)
+            else:
+                shape = tuple(header["in_shape"])
+                self.ring.model_input(slot, shape)[...] = np.frombuffer(buffer, np.float32).reshape(shape)
+        return buffers[len(names):]
 
     def relay(self, header: dict) -> bool:
         """Pass a non-frame message (``eos``, in-band ``status``) downstream, in order with
@@ -177,7 +211,7 @@ class Stage:
 
     def forward(self, sock: zmq.Socket, header: dict, buffers: list | tuple = ()) -> None:
         """Send a frame message downstream, inlining pixels on tcp hops."""
-        payload = self.inline_payload(self.name, header)
+        names, payload = self.inline_payload(self.name, header)
         if payload:
-            header = {**header, "inline": len(payload)}
+            header = {**header, "inline": names}
         self.send(sock, header, [*payload, *buffers])

@@ -11,11 +11,19 @@ waiting for the model, so every frame it sends is in the model's next batch and 
 most one inference time before its own. Without this gate a partial batch (closed by
 ``max_wait_ms``) would leave more than a batch queued and the newest frame a whole extra
 inference behind.
+
+Replay: capture keeps the handle of every frame it sent until publish releases its slot.
+When the supervisor restarts a downstream stage it sends ``replay``: capture sends those
+frames again, in order (and end-of-stream again, if it was sent); publish drops what it has
+already. A restarted capture reclaims every slot (older handles turn stale) and resumes at
+publish's last committed frame (files: decoded again up to there; live feeds: carry on).
 """
 
 from __future__ import annotations
 
-from collections import deque
+import json
+from collections import OrderedDict, deque
+from pathlib import Path
 
 import zmq
 
@@ -23,10 +31,11 @@ from pipeline.sources import open_source
 from pipeline.sources.paced import PacedSource
 from pipeline.sources.reconnect import status_message
 from pipeline.sources.stream import LatestFrameReader
-from pipeline.stages.base import Stage
+from pipeline.stages.base import Stage, StopRequested
 from pipeline.transport import sockets
 
 LIVE_POLL_MS = 50
+PROGRESS_FILE = "publish.progress.json"  # written by publish, read by a restarted capture
 
 
 class CaptureStage(Stage):
@@ -42,23 +51,57 @@ class CaptureStage(Stage):
             self.sources = [PacedSource(source) for source in self.sources]
         self.source = self.sources[0]
         self.free_slots: deque[int] = deque(range(self.plan.ring_slots))
+        # a restarted capture: every slot is ours again; handles still travelling are stale
+        for slot in range(self.plan.ring_slots):
+            self.ring.bump_generation(slot)
         self.live = self.source.info().live
         self.awaiting_model = 0  # frames sent but not yet taken into a batch by infer
-        self.seq = 0
-        self.stats.update(frames_read=0, frames_dropped=0, decode_errors=0)
+        self.in_flight: OrderedDict[int, dict] = OrderedDict()  # slot -> header, in send order
+        self.eos: dict | None = None  # sent end-of-stream (sent again on replay)
+        self.resume = read_progress(self.plan.run_dir)
+        self.seq = self._resume_seq(self.plan.stream_id, self.live)
+        self.stats.update(frames_read=0, frames_dropped=0, decode_errors=0, replays=0, resumed_at=self.seq)
+
+    def _resume_seq(self, stream: str, live: bool) -> int:
+        """Where a restarted capture carries on: files at the last frame publish committed
+        (the ones after it are decoded and sent again), live feeds after the last published."""
+        progress = self.resume.get(stream, {})
+        return int(progress.get("next" if live else "committed", 0))
 
     def _collect_releases(self, block: bool) -> None:
-        """Take in slot releases (from publish) and batch admissions (from infer)."""
-        while block and not self.free_slots:
-            self._credit(self.recv(self.releases)[0])
-        while self.releases.poll(0, zmq.POLLIN):
-            self._credit(sockets.recv(self.releases)[0])
+        """Take in slot releases (from publish) and batch admissions (from infer); replay
+        the frames in flight when the supervisor asks."""
+        while True:
+            self.tick()
+            self._replay_if_requested()
+            while self.releases.poll(0, zmq.POLLIN):
+                self._credit(sockets.recv(self.releases)[0])
+            if not block or self.free_slots:
+                return
+            self.releases.poll(LIVE_POLL_MS)
 
     def _credit(self, header: dict) -> None:
         if header.get("type") == "taken":
-            self.awaiting_model -= header["count"]
-        else:
+            self.awaiting_model = max(0, self.awaiting_model - header["count"])
+            return
+        # releases name the generation: a late release of a replayed copy, or one from
+        # before this capture started, must not free a slot that holds another frame
+        sent = self.in_flight.get(header["slot"])
+        if sent is not None and sent["gen"] == header.get("gen"):
+            del self.in_flight[header["slot"]]
             self.free_slots.append(header["slot"])
+
+    def _replay_if_requested(self) -> None:
+        if not self.replay_requested:
+            return
+        self.replay_requested = False
+        self.stats["replays"] += 1
+        for header in list(self.in_flight.values()):
+            if self.ring.generation(header["slot"]) == header["gen"]:
+                self.forward(self.downstream, header)
+                self.awaiting_model += 1
+        if self.eos is not None:
+            self.send(self.downstream, self.eos)
 
     def _can_send_live(self) -> bool:
         return bool(self.free_slots) and self.awaiting_model < self.config.batching.batch_size
@@ -72,14 +115,24 @@ class CaptureStage(Stage):
         self.emit("started")
 
     def loop(self) -> None:
+        if self.eos is not None:
+            # after end-of-stream: hand out slot releases and replays until told to exit
+            while not self.exit_requested:
+                self._collect_releases(block=False)
+                self.releases.poll(LIVE_POLL_MS)
+            raise StopRequested
         self._wait_for_start()
         if len(self.sources) > 1:
-            self._loop_streams()
+            totals = self._loop_streams()
         elif self.live:
             self._loop_live()
+            totals = {self.plan.stream_id: self.seq}
         else:
             self._loop_lossless()
-        self.send(self.downstream, {"type": "eos", "frames": self.stats["frames_read"]})
+            totals = {self.plan.stream_id: self.seq}
+        # per stream, how many frames publish must have seen before it can finish
+        self.eos = {"type": "eos", "frames": self.stats["frames_read"], "totals": totals}
+        self.send(self.downstream, self.eos)
 
     def _send_frame(self, frame, dropped: int, stream: str | None = None, seq: int | None = None) -> None:
         slot = self.free_slots.popleft()
@@ -101,6 +154,7 @@ class CaptureStage(Stage):
             "capture_ns": frame.capture_ns,
             "dropped": dropped,
         }
+        self.in_flight[slot] = header
         self.forward(self.downstream, header)
         self.awaiting_model += 1
         if seq is None:
@@ -110,6 +164,9 @@ class CaptureStage(Stage):
         """Files and folders: every frame, in order; wait for a free slot (backpressure)."""
         max_frames = self.config.source.max_frames
         frames = self.source.frames()
+        for _ in range(self.seq):  # restarted: publish already has these
+            with self.busy():
+                next(frames, None)
         while not self.drain_requested and (max_frames is None or self.seq < max_frames):
             self.tick()
             with self.busy():
@@ -167,8 +224,10 @@ class CaptureStage(Stage):
         streams = []
         for index, source in enumerate(self.sources):
             policy = src.live_policy if source.info().live else "block"
-            streams.append({"id": str(index), "reader": LatestFrameReader(source, policy=policy, capacity=depth),
-                            "seq": 0, "drops": 0})
+            live = source.info().live
+            resume = self._resume_seq(str(index), live)
+            reader = LatestFrameReader(source, policy=policy, capacity=depth, skip=0 if live else resume)
+            streams.append({"id": str(index), "reader": reader, "seq": resume, "drops": 0})
         active = deque(streams)
         any_live = any(source.info().live for source in self.sources)
         try:
@@ -209,6 +268,7 @@ class CaptureStage(Stage):
                 self.stats["frames_read"] += reader.frames_read
                 self.stats["frames_dropped"] += reader.frames_read - stream["seq"]
                 self.stats["decode_errors"] += int(getattr(reader.source, "decode_errors", 0))
+        return {stream["id"]: stream["seq"] for stream in streams}
 
     def _end_stream(self, stream: dict, active: deque, detail: str) -> None:
         active.remove(stream)
@@ -219,3 +279,11 @@ class CaptureStage(Stage):
         for event in events:
             status = status_message(event, stream or self.plan.stream_id)
             self.send(self.downstream, {"type": "status", "status": status})
+
+
+def read_progress(run_dir: str) -> dict[str, dict]:
+    """Publish's per-stream progress (``next``, ``committed``) in this run; empty at first start."""
+    try:
+        return json.loads(Path(run_dir, PROGRESS_FILE).read_text())["streams"]
+    except (OSError, ValueError, KeyError):
+        return {}

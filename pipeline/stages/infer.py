@@ -1,7 +1,9 @@
 """Infer stage: groups waiting frames into batches and runs the model once per batch.
 
 A batch closes when it holds ``batch_size`` frames or ``max_wait_ms`` has passed since its
-first frame arrived, whichever comes first. Results go downstream one message per frame, in
+first frame arrived, whichever comes first. For a file (one stream, lossless) batches are
+fixed by seq instead (frames ``k*batch_size`` to ``(k+1)*batch_size - 1``), so results never
+depend on timing, and a replay after a restart reproduces them bit for bit. Results go downstream one message per frame, in
 arrival order, with the raw outputs as binary buffers.
 """
 
@@ -18,6 +20,7 @@ from pipeline.inference import infer_images, open_backend
 from pipeline.plan import spec_to_dict
 from pipeline.stages.base import Stage
 from pipeline.transport import sockets
+from pipeline.transport.shm import RingOverwriteError
 
 
 class InferStage(Stage):
@@ -44,27 +47,45 @@ class InferStage(Stage):
     def ready_info(self) -> dict:
         return {"spec": spec_to_dict(self.spec), "backend": self.backend.name}
 
+    def _group(self, header: dict) -> int | None:
+        """Files (one stream, lossless): frames batch by ``seq // batch_size``, so a replay
+        after a restart forms the very same batches (a frame's numbers can depend on its
+        batch mates) and the results stay bit-identical."""
+        if self.admissions is not None or len(self.plan.streams) > 1:
+            return None
+        return header["seq"] // self.config.batching.batch_size
+
     def loop(self) -> None:
         batching = self.config.batching
+        pending = None  # a frame that closed the previous batch and opens the next
         while True:
-            header, buffers = self.recv(self.upstream)
+            header, buffers = pending if pending is not None else self.recv(self.upstream)
+            pending = None
             if header["type"] != "frame":
                 if self.relay(header):
                     return
                 continue
             batch = [(header, buffers)]
+            group = self._group(header)
             after = None  # a non-frame message closes the batch and follows it
-            deadline = time.monotonic() + batching.max_wait_ms / 1000
+            # grouped batches wait for their frames (they come: files are lossless, and
+            # end-of-stream closes the last one); otherwise max_wait_ms bounds the wait
+            deadline = None if group is not None else time.monotonic() + batching.max_wait_ms / 1000
             while len(batch) < batching.batch_size:
-                remaining_ms = (deadline - time.monotonic()) * 1000
-                if remaining_ms <= 0:
+                remaining_ms = None if deadline is None else (deadline - time.monotonic()) * 1000
+                if remaining_ms is not None and remaining_ms <= 0:
                     break
-                message = self.recv(self.upstream, timeout_ms=int(remaining_ms) + 1)
+                message = self.recv(self.upstream, timeout_ms=None if remaining_ms is None else int(remaining_ms) + 1)
                 if message is None:
                     break
                 if message[0]["type"] != "frame":
                     after = message[0]
                     break
+                if group is not None and self._group(message[0]) != group:
+                    pending = message
+                    break
+                if any(h["seq"] == message[0]["seq"] and h["stream"] == message[0]["stream"] for h, _ in batch):
+                    continue  # a replayed copy of a frame already in this batch
                 batch.append(message)
             if self.admissions is not None:
                 sockets.send(self.admissions, {"type": "taken", "count": len(batch)})
@@ -91,11 +112,18 @@ class InferStage(Stage):
         return self._pinned[index]
 
     def run_batch(self, batch: list[tuple[dict, list]]) -> None:
+        batch = [item for item in batch if not self.is_stale(item[0])]
+        if not batch:
+            return
         started = time.perf_counter()
         with self.busy():
-            for header, buffers in batch:
-                self.absorb_inline(header, buffers)
-            images = [self._model_input(header, i) for i, (header, _) in enumerate(batch)]
+            try:
+                for header, buffers in batch:
+                    self.absorb_inline(header, buffers)
+                images = [self._model_input(header, i) for i, (header, _) in enumerate(batch)]
+            except RingOverwriteError:  # a capture restart rewrote the ring: drop the batch
+                self.stats["stale_dropped"] += len(batch)
+                return
             outputs, sizes = infer_images(self.backend, images)
             messages = [self._encode(header, size, out) for (header, _), size, out in zip(batch, sizes, outputs, strict=True)]
         self.stats["batches"] += 1

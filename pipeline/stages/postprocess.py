@@ -1,7 +1,8 @@
 """Postprocess stage: thresholds, class-aware NMS, mask paste-back, RLE, and the overlay.
 
-The overlay is drawn here, into the frame's ring slot in place, so that OpenCV (drawing)
-and PyAV (encoding, in the publish stage) never share a process: both ship FFmpeg libraries.
+The overlay is drawn here, into the slot's overlay region (a copy of the frame), so that
+OpenCV (drawing) and PyAV (encoding, in the publish stage) never share a process: both ship
+FFmpeg libraries.
 """
 
 from __future__ import annotations
@@ -60,15 +61,21 @@ class PostprocessStage(Stage):
                 if self.relay(header):
                     return
                 continue
-            buffers = self.absorb_inline(header, buffers)
-            with self.busy():
-                out_header, out_buffers = self.process(header, buffers)
-            self.forward(self.downstream, out_header, out_buffers)
+            if self.is_stale(header):
+                continue
+            with self.unless_stale():
+                buffers = self.absorb_inline(header, buffers)
+                with self.busy():
+                    out_header, out_buffers = self.process(header, buffers)
+                self.forward(self.downstream, out_header, out_buffers)
 
     def process(self, header: dict, buffers: list) -> tuple[dict, list]:
         frame_size = (header["h"], header["w"])
         in_size = tuple(header.pop("in_size"))
-        image = self.frame_view(header) if self.draw else None
+        # drawn on a private copy, then stored in the slot's overlay region in one go: the
+        # decoded frame stays clean for a replay, and a replayed copy rewrites the region
+        # with the very same bytes while publish may be encoding it
+        image = np.array(self.frame_view(header)) if self.draw else None
         if "n" in header:
             n, m = header.pop("n"), header.pop("mask_size")
             result = instances_from_output(
@@ -86,6 +93,8 @@ class PostprocessStage(Stage):
                     image, result.crops, result.boxes, result.labels, result.scores,
                     self.spec.class_names, alpha=self.alpha, palette=self.palette,
                 )
+            if image is not None:
+                self.ring.overlay(header["slot"], *frame_size)[...] = image
             header["instances"] = [
                 {"id": i.id, "class_id": i.class_id, "score": i.score, "box": list(i.box), "mask": i.rle}
                 for i in result.instances
@@ -95,5 +104,6 @@ class PostprocessStage(Stage):
         class_map = class_map_from_output(small.copy(), frame_size)
         if image is not None:
             draw_semantic(image, class_map, alpha=self.alpha, palette=self.palette)
+            self.ring.overlay(header["slot"], *frame_size)[...] = image
         header["semantic"] = True
         return header, [class_map]

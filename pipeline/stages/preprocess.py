@@ -32,11 +32,14 @@ class PreprocessStage(Stage):
                 if self.relay(header):
                     return
                 continue
-            self.absorb_inline(header, buffers)
-            if self.on_host:
-                with self.busy():
-                    tensor = prepare_image(self.frame_view(header), self.spec)
-                    shape = tuple(tensor.shape)
-                    self.ring.model_input(header["slot"], shape)[...] = tensor.numpy()
-                header["in_shape"] = list(shape)
-            self.forward(self.downstream, header)
+            if self.is_stale(header):
+                continue
+            with self.unless_stale():
+                self.absorb_inline(header, buffers)
+                if self.on_host:
+                    with self.busy():
+                        tensor = prepare_image(self.frame_view(header), self.spec)
+                        shape = tuple(tensor.shape)
+                        self.ring.model_input(header["slot"], shape)[...] = tensor.numpy()
+                    header["in_shape"] = list(shape)
+                self.forward(self.downstream, header)

@@ -1,10 +1,18 @@
 """Publish stage: encodes the overlay video, publishes results on PUB, saves JSON lines,
 and returns each frame's ring slot to capture once nothing needs it any more.
+
+Exactly once, in order: per stream, publish takes the frame with the next seq; an older seq
+is a replayed duplicate and a newer one arrived ahead of a replay (it comes again), so both
+are dropped. A frame is *committed* once nothing would need it again after a crash of this
+stage: its JSON line is written and the overlay segment holding it is closed. Slots are
+released at commit, and ``publish.progress.json`` in the run directory records, per stream,
+the next and the committed seq, so a restarted publish (or capture) carries on from there.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -14,8 +22,9 @@ import zmq
 
 from pipeline import messages
 from pipeline.results import FrameResult, Instance
-from pipeline.sinks.video_writer import VideoWriter
+from pipeline.sinks.segmented_video import SegmentedVideoWriter, stream_video_path
 from pipeline.stages.base import Stage
+from pipeline.stages.capture import PROGRESS_FILE
 from pipeline.transport import sockets
 
 PROGRESS_EVERY_S = 0.25
@@ -39,61 +48,158 @@ class PublishStage(Stage):
 
         self.pub = sockets.publisher(self.ctx, out.publish, prepare=prepare) if out.publish else None
         self.spec = self.plan.model_spec()
-        self.writers: dict[str, VideoWriter] = {}
+        self.progress_path = Path(self.plan.run_dir, PROGRESS_FILE)
+        saved = self._load_progress()
+        # per stream: next seq to publish, first seq not committed, and held (seq, slot, gen)
+        self.next: dict[str, int] = {}
+        self.committed: dict[str, int] = {}
+        self.held: dict[str, list[tuple[int, int, int]]] = {}
+        for stream in self.plan.streams:
+            sid = stream["id"]
+            resumed = saved.get("streams", {}).get(sid, {}).get("committed", 0)
+            self.next[sid] = self.committed[sid] = resumed
+            self.held[sid] = []
+        self.writers: dict[str, SegmentedVideoWriter] = {}
         if out.video:
             Path(out.video).parent.mkdir(parents=True, exist_ok=True)
             for stream in self.plan.streams:
                 info = self.plan.source_info(stream["id"])
-                self.writers[stream["id"]] = VideoWriter(
+                self.writers[stream["id"]] = SegmentedVideoWriter(
                     self.video_path(out.video, stream["id"]), info.width, info.height,
                     fps=info.fps or Fraction(30), time_base=info.time_base, codec=out.codec,
+                    segment_frames=self.config.supervision.video_segment_frames,
+                    resume=saved.get("video", {}).get(stream["id"]),
                 )
         self.results_file = None
         if out.save_results:
             Path(out.save_results).parent.mkdir(parents=True, exist_ok=True)
-            self.results_file = open(out.save_results, "w")  # noqa: SIM115 - closed in loop()
+            if saved:
+                self._truncate_results(Path(out.save_results))
+            self.results_file = open(out.save_results, "a" if saved else "w")  # noqa: SIM115 - closed in _finish()
         self.latencies_ms: list[float] = []
-        self.stats.update(frames_written=0, frames_published=0, frames_dropped=0, frames_done=0, status_events={}, streams={})
+        self.stats.update(frames_written=0, frames_published=0, frames_dropped=0, frames_done=0, status_events={},
+                          streams={}, duplicates_dropped=0, early_dropped=0)
+        self.stats.update(saved.get("stats", {}))
+        self.finished = False
+        self._segment_closed = False
+        self._committed_stats = self._stats_snapshot()
         self._last_progress = 0.0
 
+    def _load_progress(self) -> dict:
+        """What an earlier publish process of this run committed (empty at first start)."""
+        try:
+            return json.loads(self.progress_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save_progress(self) -> None:
+        state = {
+            "streams": {sid: {"next": self.next[sid], "committed": self.committed[sid]} for sid in self.next},
+            "video": {sid: writer.state() for sid, writer in self.writers.items()},
+            "stats": self._committed_stats,
+        }
+        tmp = self.progress_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.progress_path)  # atomic: a crash leaves the old or the new state
+
+    def _stats_snapshot(self) -> dict:
+        keys = ("frames_written", "frames_published", "frames_dropped", "frames_done", "streams")
+        return json.loads(json.dumps({k: self.stats[k] for k in keys}))
+
+    def _truncate_results(self, path: Path) -> None:
+        """Drop JSON lines past the committed frames (they are published again)."""
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines(keepends=True):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break  # the line being written when the process died
+            if record["seq"] < self.committed.get(record["stream"], 0):
+                keep.append(line)
+        path.write_text("".join(keep))
+
     def video_path(self, path: str, stream: str) -> str:
-        """One overlay video per stream: ``out.mp4`` for one stream, ``out-0.mp4``, ``out-1.mp4``... for several."""
-        if len(self.plan.streams) <= 1:
-            return path
-        p = Path(path)
-        return str(p.with_name(f"{p.stem}-{stream}{p.suffix}"))
+        return stream_video_path(path, stream, len(self.plan.streams))
 
     def ready_info(self) -> dict:
         endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode() if self.pub is not None else None
         return {"publish_endpoint": endpoint}
 
     def loop(self) -> None:
-        try:
-            while True:
-                header, buffers = self.recv(self.upstream)
-                if header["type"] == "eos":
-                    break
-                if header["type"] == "status":
-                    self._publish_status(header["status"])
-                    continue
+        while True:
+            header, buffers = self.recv(self.upstream)
+            if header["type"] == "eos":
+                if self.finished or self._complete(header):
+                    return
+                continue  # frames are missing: a replay is on its way
+            if header["type"] == "status":
+                self._publish_status(header["status"])
+                continue
+            if self.is_stale(header) or not self._in_order(header):
+                continue
+            with self.unless_stale():
                 buffers = self.absorb_inline(header, buffers)
                 with self.busy():
                     self.publish(header, buffers)
-                self._release(header["slot"])
+                self._commit(header)
                 self._progress()
-        finally:
-            self._finish()
+
+    def _in_order(self, header: dict) -> bool:
+        """True for the stream's next frame; otherwise drop it (releasing what is safe)."""
+        sid, seq = header["stream"], header["seq"]
+        expected = self.next[sid]
+        if seq == expected:
+            return True
+        if seq > expected:  # ahead of a replay that will bring it again: keep its slot
+            self.stats["early_dropped"] += 1
+            return False
+        self.stats["duplicates_dropped"] += 1
+        if seq < self.committed[sid]:
+            self._release(header["slot"], header["gen"])  # a no-op unless capture still holds it
+            return False
+        # published, not yet committed: hold the newest handle (a restarted capture's)
+        held = self.held[sid]
+        for i, (held_seq, slot, gen) in enumerate(held):
+            if held_seq == seq and (slot, gen) != (header["slot"], header["gen"]):
+                held[i] = (seq, header["slot"], header["gen"])
+                self._release(slot, gen)
+        return False
+
+    def _commit(self, header: dict) -> None:
+        sid = header["stream"]
+        self.next[sid] = header["seq"] + 1
+        self.held[sid].append((header["seq"], header["slot"], header["gen"]))
+        writer = self.writers.get(sid)
+        if writer is None or self._segment_closed:
+            if self.results_file is not None:
+                self.results_file.flush()
+            for _, slot, gen in self.held[sid]:
+                self._release(slot, gen)
+            self.held[sid].clear()
+            self.committed[sid] = self.next[sid]
+            self._committed_stats = self._stats_snapshot()
+        self._save_progress()
+
+    def _complete(self, eos: dict) -> bool:
+        """End of stream: finish once every stream's frames are all published."""
+        totals = eos.get("totals", {})
+        if any(self.next.get(sid, 0) < total for sid, total in totals.items()):
+            return False
+        self._finish()
+        return True
 
     def _publish_status(self, status: dict) -> None:
         self.stats["status_events"][status["event"]] = self.stats["status_events"].get(status["event"], 0) + 1
         if self.pub is not None:
             self.pub.send_multipart(messages.encode_envelope(status["stream"], status), copy=False)
 
-    def _release(self, slot: int) -> None:
-        """Return a slot to capture. Never blocks: once capture has finished reading it
-        has left, and its release queue is deeper than the ring while it is alive."""
+    def _release(self, slot: int, gen: int) -> None:
+        """Return a slot to capture. Never blocks: capture's release queue is deeper than
+        the ring while it is alive."""
         try:
-            sockets.send(self.releases, {"slot": slot}, flags=zmq.NOBLOCK)
+            sockets.send(self.releases, {"slot": slot, "gen": gen}, flags=zmq.NOBLOCK)
         except zmq.Again:
             pass
 
@@ -130,8 +236,11 @@ class PublishStage(Stage):
         per_stream["frames"] += 1
         per_stream["dropped"] += result.dropped_since_last
         writer = self.writers.get(result.stream)
+        self._segment_closed = False
         if writer is not None:
-            writer.write(self.frame_view(header), header.get("pts"))
+            self.ring.check(header["slot"], header["gen"])
+            overlay = self.ring.overlay(header["slot"], header["h"], header["w"])
+            self._segment_closed = writer.write(overlay, header.get("pts"))
             self.stats["frames_written"] += 1
         if self.pub is not None:
             wire_header, wire_buffers = result.to_wire()
@@ -155,10 +264,18 @@ class PublishStage(Stage):
         super().close()
 
     def _finish(self) -> None:
+        self.finished = True
         for writer in self.writers.values():
             writer.close()
         if self.results_file is not None:
             self.results_file.close()
+        for sid, held in self.held.items():
+            for _, slot, gen in held:
+                self._release(slot, gen)
+            held.clear()
+            self.committed[sid] = self.next[sid]
+        self._committed_stats = self._stats_snapshot()
+        self._save_progress()
         if self.latencies_ms:
             p50, p95, p99 = np.percentile(np.asarray(self.latencies_ms), [50, 95, 99])
             self.stats["latency_ms"] = {"p50": float(p50), "p95": float(p95), "p99": float(p99)}

@@ -26,7 +26,7 @@ import numpy as np
 SHM_DIR = Path("/dev/shm")
 NAME_PREFIX = "segstream-"
 _MAGIC = b"SEGRING1"
-_RING_HEADER = struct.Struct("<8sIIQQQ")  # magic, slots, reserved, frame_bytes, input_bytes, stride
+_RING_HEADER = struct.Struct("<8sIIQQQ")  # magic, slots, overlay_bytes, frame_bytes, input_bytes, stride
 _RING_HEADER_SIZE = 4096
 _SLOT_HEADER_SIZE = 64
 _ALIGN = 64
@@ -47,10 +47,11 @@ class RingLayout:
     slots: int
     frame_bytes: int
     input_bytes: int
+    overlay_bytes: int = 0
 
     @property
     def stride(self) -> int:
-        return _SLOT_HEADER_SIZE + _align(self.frame_bytes) + _align(self.input_bytes)
+        return _SLOT_HEADER_SIZE + _align(self.frame_bytes) + _align(self.input_bytes) + _align(self.overlay_bytes)
 
     @property
     def total_bytes(self) -> int:
@@ -70,9 +71,12 @@ class FrameRing:
 
     # -- lifecycle -----------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, slots: int, frame_bytes: int, input_bytes: int) -> FrameRing:
-        """Create a new segment (fails if one with that name exists)."""
-        layout = RingLayout(slots, frame_bytes, input_bytes)
+    def create(cls, name: str, slots: int, frame_bytes: int, input_bytes: int, overlay_bytes: int = 0) -> FrameRing:
+        """Create a new segment (fails if one with that name exists).
+
+        ``overlay_bytes``: room per slot for the drawn overlay, kept apart from the decoded
+        frame so a frame replayed after a stage restart is drawn on clean pixels again."""
+        layout = RingLayout(slots, frame_bytes, input_bytes, overlay_bytes)
         fd = os.open(SHM_DIR / name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, layout.total_bytes)
@@ -81,7 +85,7 @@ class FrameRing:
             os.unlink(SHM_DIR / name)
             raise
         ring = cls(name, fd, layout, owner=True)
-        header = _RING_HEADER.pack(_MAGIC, slots, 0, frame_bytes, input_bytes, layout.stride)
+        header = _RING_HEADER.pack(_MAGIC, slots, overlay_bytes, frame_bytes, input_bytes, layout.stride)
         ring._map[: len(header)] = header
         return ring
 
@@ -90,11 +94,11 @@ class FrameRing:
         """Map an existing segment created by ``create``."""
         fd = os.open(SHM_DIR / name, os.O_RDWR)
         head = os.pread(fd, _RING_HEADER.size, 0)
-        magic, slots, _, frame_bytes, input_bytes, _ = _RING_HEADER.unpack(head)
+        magic, slots, overlay_bytes, frame_bytes, input_bytes, _ = _RING_HEADER.unpack(head)
         if magic != _MAGIC:
             os.close(fd)
             raise ValueError(f"shared-memory segment {name} is not a frame ring")
-        return cls(name, fd, RingLayout(slots, frame_bytes, input_bytes), owner=False)
+        return cls(name, fd, RingLayout(slots, frame_bytes, input_bytes, overlay_bytes), owner=False)
 
     def close(self) -> None:
         """Unmap (views handed out before must no longer be used)."""
@@ -150,6 +154,14 @@ class FrameRing:
             )
         off = self._slot_offset(slot) + _SLOT_HEADER_SIZE + _align(self.layout.frame_bytes)
         return self._buf[off : off + n].view(np.float32).reshape(shape)
+
+    def overlay(self, slot: int, height: int, width: int) -> np.ndarray:
+        """View of the overlay region as [height, width, 3] uint8 (the frame with masks drawn)."""
+        n = height * width * 3
+        if n > self.layout.overlay_bytes:
+            raise ValueError(f"overlay {width}x{height} does not fit the ring's overlay region ({self.layout.overlay_bytes} bytes)")
+        off = self._slot_offset(slot) + _SLOT_HEADER_SIZE + _align(self.layout.frame_bytes) + _align(self.layout.input_bytes)
+        return self._buf[off : off + n].reshape(height, width, 3)
 
 
 def segment_name(run_id: str) -> str:
