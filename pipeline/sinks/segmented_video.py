@@ -101,8 +101,8 @@ class SegmentedVideoWriter:
         writer = self._writer
         self._writer = None
         writer.close()
-        self._first_pts = writer._first_pts
-        self._last_pts = writer._last_pts
+        self._first_pts = writer.first_pts
+        self._last_pts = writer.last_pts
         self.segments += 1
         self.frames_committed += writer.frames_written
 

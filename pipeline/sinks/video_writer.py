@@ -273,6 +273,16 @@ class VideoWriter:
         step = (1 / self.fps) / self._codec_time_base
         self._frame_duration = max(1, round(step))
 
+    @property
+    def first_pts(self) -> int | None:
+        """The first source pts (AVI: timestamps count from it); pass it to a continuing file."""
+        return self._first_pts
+
+    @property
+    def last_pts(self) -> int | None:
+        """The last encoder pts written; pass it to a continuing file as ``previous_pts``."""
+        return self._last_pts
+
     # -- writing -----------------------------------------------------------------------------
 
     def _next_pts(self, pts: int | None) -> int:

@@ -21,9 +21,7 @@ publish's last committed frame (files: decoded again up to there; live feeds: ca
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict, deque
-from pathlib import Path
 
 import zmq
 
@@ -32,10 +30,10 @@ from pipeline.sources.paced import PacedSource
 from pipeline.sources.reconnect import status_message
 from pipeline.sources.stream import LatestFrameReader
 from pipeline.stages.base import Stage, StopRequested
+from pipeline.stages.progress import read_progress
 from pipeline.transport import sockets
 
 LIVE_POLL_MS = 50
-PROGRESS_FILE = "publish.progress.json"  # written by publish, read by a restarted capture
 
 
 class CaptureStage(Stage):
@@ -58,7 +56,7 @@ class CaptureStage(Stage):
         self.awaiting_model = 0  # frames sent but not yet taken into a batch by infer
         self.in_flight: OrderedDict[int, dict] = OrderedDict()  # slot -> header, in send order
         self.eos: dict | None = None  # sent end-of-stream (sent again on replay)
-        self.resume = read_progress(self.plan.run_dir)
+        self.resume = read_progress(self.plan.run_dir).get("streams", {})
         self.seq = self._resume_seq(self.plan.stream_id, self.live)
         self.stats.update(frames_read=0, frames_dropped=0, decode_errors=0, replays=0, resumed_at=self.seq)
 
@@ -280,10 +278,3 @@ class CaptureStage(Stage):
             status = status_message(event, stream or self.plan.stream_id)
             self.send(self.downstream, {"type": "status", "status": status})
 
-
-def read_progress(run_dir: str) -> dict[str, dict]:
-    """Publish's per-stream progress (``next``, ``committed``) in this run; empty at first start."""
-    try:
-        return json.loads(Path(run_dir, PROGRESS_FILE).read_text())["streams"]
-    except (OSError, ValueError, KeyError):
-        return {}

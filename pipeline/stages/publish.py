@@ -12,7 +12,6 @@ the next and the committed seq, so a restarted publish (or capture) carries on f
 from __future__ import annotations
 
 import json
-import os
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +23,7 @@ from pipeline import messages
 from pipeline.results import FrameResult, Instance
 from pipeline.sinks.segmented_video import SegmentedVideoWriter, stream_video_path
 from pipeline.stages.base import Stage
-from pipeline.stages.capture import PROGRESS_FILE
+from pipeline.stages.progress import read_progress, write_progress
 from pipeline.transport import sockets
 
 PROGRESS_EVERY_S = 0.25
@@ -48,8 +47,7 @@ class PublishStage(Stage):
 
         self.pub = sockets.publisher(self.ctx, out.publish, prepare=prepare) if out.publish else None
         self.spec = self.plan.model_spec()
-        self.progress_path = Path(self.plan.run_dir, PROGRESS_FILE)
-        saved = self._load_progress()
+        saved = read_progress(self.plan.run_dir)
         # per stream: next seq to publish, first seq not committed, and held (seq, slot, gen)
         self.next: dict[str, int] = {}
         self.committed: dict[str, int] = {}
@@ -65,7 +63,7 @@ class PublishStage(Stage):
             for stream in self.plan.streams:
                 info = self.plan.source_info(stream["id"])
                 self.writers[stream["id"]] = SegmentedVideoWriter(
-                    self.video_path(out.video, stream["id"]), info.width, info.height,
+                    stream_video_path(out.video, stream["id"], len(self.plan.streams)), info.width, info.height,
                     fps=info.fps or Fraction(30), time_base=info.time_base, codec=out.codec,
                     segment_frames=self.config.supervision.video_segment_frames,
                     resume=saved.get("video", {}).get(stream["id"]),
@@ -85,22 +83,13 @@ class PublishStage(Stage):
         self._committed_stats = self._stats_snapshot()
         self._last_progress = 0.0
 
-    def _load_progress(self) -> dict:
-        """What an earlier publish process of this run committed (empty at first start)."""
-        try:
-            return json.loads(self.progress_path.read_text())
-        except (OSError, ValueError):
-            return {}
-
     def _save_progress(self) -> None:
         state = {
             "streams": {sid: {"next": self.next[sid], "committed": self.committed[sid]} for sid in self.next},
             "video": {sid: writer.state() for sid, writer in self.writers.items()},
             "stats": self._committed_stats,
         }
-        tmp = self.progress_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.progress_path)  # atomic: a crash leaves the old or the new state
+        write_progress(self.plan.run_dir, state)
 
     def _stats_snapshot(self) -> dict:
         keys = ("frames_written", "frames_published", "frames_dropped", "frames_done", "streams")
@@ -119,9 +108,6 @@ class PublishStage(Stage):
             if record["seq"] < self.committed.get(record["stream"], 0):
                 keep.append(line)
         path.write_text("".join(keep))
-
-    def video_path(self, path: str, stream: str) -> str:
-        return stream_video_path(path, stream, len(self.plan.streams))
 
     def ready_info(self) -> dict:
         endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode() if self.pub is not None else None
