@@ -92,11 +92,15 @@ class TransportConfig(_Section):
 class SupervisionConfig(_Section):
     """What the supervisor does when a stage dies or hangs."""
 
-    max_restarts: int = Field(default=3, ge=0, le=1000)  # per stage and run; 0: a failure ends the run
-    restart_backoff_s: float = Field(default=0.5, ge=0.0, le=60.0)  # first wait; doubles per restart
+    # per stage within restart_window_s (a live feed runs for weeks: old restarts are
+    # forgiven); 0: a failure ends the run
+    max_restarts: int = Field(default=3, ge=0, le=1000)
+    restart_window_s: float = Field(default=600.0, gt=0.0, le=7 * 86400.0)
+    restart_backoff_s: float = Field(default=0.5, ge=0.0, le=60.0)  # first wait; doubles per recent restart
     restart_backoff_max_s: float = Field(default=10.0, ge=0.0, le=600.0)
     # The overlay video is encoded in closed segments of this many frames (each starts with a
     # key frame); a restarted publish stage re-encodes only the segment it was writing.
+    # Rounded up to whole batches (see PipelineConfig.segment_frames).
     video_segment_frames: int = Field(default=32, ge=1, le=1024)
 
 
@@ -131,6 +135,12 @@ class PipelineConfig(_Section):
     transport: TransportConfig = Field(default_factory=TransportConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+
+    def segment_frames(self) -> int:
+        """Frames per closed overlay segment: ``video_segment_frames`` rounded up to whole
+        batches, so that publish commits (and a restart replays) whole batches only."""
+        batch = self.batching.batch_size
+        return -(-self.supervision.video_segment_frames // batch) * batch
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:

@@ -57,6 +57,16 @@ class RunPlan:
                 data[key] = Fraction(*data[key])
         return SourceInfo(**data)
 
+    def fixed_batch_size(self) -> int | None:
+        """Files (one stream, lossless) are batched by seq: frames ``k*n .. (k+1)*n - 1`` form
+        batch ``k`` (``n`` the batch size, returned here). A frame's numbers can depend on its
+        batch mates (kernel choice varies with batch size), so fixed batches keep results
+        independent of timing, and a replay after a restart reproduces them bit for bit.
+        None for live feeds and several streams, which batch whatever is waiting."""
+        if self.source.get("live") or len(self.streams) > 1:
+            return None
+        return int(self.config["batching"]["batch_size"])
+
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1))

@@ -53,6 +53,7 @@ class StageState:
     last_seen: float = field(default_factory=time.monotonic)
     info: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
+    restart_times: list[float] = field(default_factory=list)  # monotonic, within the window
     replay_due: bool = False  # restarted: ask capture to replay once this process is ready
 
 
@@ -64,8 +65,9 @@ def _ring_slots(config: PipelineConfig, live: bool) -> int:
     if config.transport.ring_slots is not None:
         return config.transport.ring_slots
     # publish holds the frames of the overlay segment it is writing until the segment is
-    # closed (so a restarted publish can encode them again)
-    held = config.supervision.video_segment_frames if config.output.video else 0
+    # closed (so a restarted publish can encode them again); files without video, until
+    # their batch is whole (a replay re-forms whole batches)
+    held = config.segment_frames() if config.output.video else (0 if live else config.batching.batch_size)
     if live:
         # one batch in the model, one waiting (capture admits no more, so a frame waits at
         # most two inference times plus one frame interval), the next few in post-stages
@@ -280,17 +282,22 @@ class Supervisor:
         own (bad input, a bug) is not restarted: it would fail the same way again."""
         sup = self.config.supervision
         reported = self.run_dir is not None and (self.run_dir / f"{state.name}.error").exists()
-        if reported or state.restarts >= sup.max_restarts or self._plan_path is None:
-            if state.restarts and not reported:
-                error = StageError(f"{error} (gave up after {state.restarts} restart(s))")
+        now = time.monotonic()
+        state.restart_times = [t for t in state.restart_times if now - t < sup.restart_window_s]
+        recent = len(state.restart_times)
+        if reported or recent >= sup.max_restarts or self._plan_path is None:
+            if recent and not reported:
+                error = StageError(f"{error} (gave up after {recent} restart(s) within {sup.restart_window_s:g} s)")
             raise error
         if hung:
             state.process.kill()
         state.process.wait()
         state.restarts += 1
-        self.restart_log.append({"stage": state.name, "reason": str(error).split(": ", 1)[-1], "at_s": round(time.monotonic() - self._started, 3)})
-        backoff = min(sup.restart_backoff_max_s, sup.restart_backoff_s * 2 ** (state.restarts - 1))
-        log.warning("%s; restarting it in %.1f s (restart %d of %d)", error, backoff, state.restarts, sup.max_restarts)
+        state.restart_times.append(now)
+        self.restart_log.append({"stage": state.name, "reason": str(error).split(": ", 1)[-1], "at_s": round(now - self._started, 3)})
+        backoff = min(sup.restart_backoff_max_s, sup.restart_backoff_s * 2**recent)
+        log.warning("%s; restarting it in %.1f s (restart %d of %d within %g s)",
+                    error, backoff, recent + 1, sup.max_restarts, sup.restart_window_s)
         time.sleep(backoff)
         state.ready = state.done = False
         state.replay_due = state.name != "capture"  # a new capture resumes on its own

@@ -8,6 +8,7 @@ extension                  codec            pixel format  defaults
 .mp4 .m4v .mov .mkv        libx264          yuv420p       preset veryfast, crf 20
 .webm                      libvpx-vp9       yuv420p       realtime, cpu-used 8, crf 32
 .avi                       mjpeg            yuvj420p      qscale 3
+(codec="ffv1", .mkv)       ffv1             bgr0          lossless: decodes to the exact input
 other                      the muxer's default video codec
 =========================  ===============  ============  =================================
 
@@ -23,6 +24,10 @@ Odd sizes: encoders such as libx264/libx265 cannot encode 4:2:0 / 4:2:2 at odd w
 heights. For those the frame is padded to the next even size by repeating its last column
 and/or row, so the output is at most one pixel wider/taller than the input
 (:attr:`VideoWriter.encoded_size`); VP9, MJPEG and FFV1 encode odd sizes as they are.
+
+Reproducibility: lossy encoders are not bit-reproducible run to run here (libx264 gave two
+different encodings of the same 16 frames in 40 runs), so "the same overlay" is checked on
+the frames handed to the encoder, or with FFV1, whose decoded frames are the input exactly.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ _DEFAULT_PIX_FMT: dict[str, str] = {
     "libaom-av1": "yuv420p",
     "mpeg4": "yuv420p",
     "mjpeg": "yuvj420p",
+    "ffv1": "bgr0",  # lossless RGB: the decoded overlay is exactly what was drawn
 }
 
 # Encoders that take odd widths/heights even with subsampled chroma.

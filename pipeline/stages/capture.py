@@ -136,6 +136,9 @@ class CaptureStage(Stage):
         slot = self.free_slots.popleft()
         with self.busy():
             height, width = frame.image.shape[:2]
+            # new generation before and after the write: a stage still holding an older
+            # handle of this slot sees it stale from the first byte written
+            self.ring.bump_generation(slot)
             self.ring.frame(slot, height, width)[...] = frame.image
             gen = self.ring.bump_generation(slot)
         tb = frame.time_base

@@ -1,10 +1,11 @@
 """Infer stage: groups waiting frames into batches and runs the model once per batch.
 
-A batch closes when it holds ``batch_size`` frames or ``max_wait_ms`` has passed since its
-first frame arrived, whichever comes first. For a file (one stream, lossless) batches are
-fixed by seq instead (frames ``k*batch_size`` to ``(k+1)*batch_size - 1``), so results never
-depend on timing, and a replay after a restart reproduces them bit for bit. Results go downstream one message per frame, in
-arrival order, with the raw outputs as binary buffers.
+For a file (one stream, lossless) batches are fixed by seq (frames ``k*batch_size`` to
+``(k+1)*batch_size - 1``), so results never depend on timing, and a replay after a restart
+reproduces them bit for bit. For live feeds and several streams a batch closes when it holds
+``batch_size`` frames or ``max_wait_ms`` has passed since its first frame arrived, whichever
+comes first. Results go downstream one message per frame, with the raw outputs as binary
+buffers.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class InferStage(Stage):
         self.admissions = None
         if self.plan.source.get("live"):
             self.admissions = sockets.push(self.ctx, self.plan.endpoints["release"], hwm=1000)
+        self.fixed_batch = self.plan.fixed_batch_size()
+        self.batches: dict[int, dict[int, tuple[dict, list]]] = {}  # fixed batches being filled
+        self.total: int | None = None  # frames in the stream, once end-of-stream says
         self.stats.update(frames_processed=0, batches=0, batch_s_max=0.0, backend=self.backend.name)
 
     def warm_up(self) -> None:
@@ -47,42 +51,34 @@ class InferStage(Stage):
     def ready_info(self) -> dict:
         return {"spec": spec_to_dict(self.spec), "backend": self.backend.name}
 
-    def _group(self, header: dict) -> int | None:
-        """Files (one stream, lossless): frames batch by ``seq // batch_size``, so a replay
-        after a restart forms the very same batches (a frame's numbers can depend on its
-        batch mates) and the results stay bit-identical."""
-        if self.admissions is not None or len(self.plan.streams) > 1:
-            return None
-        return header["seq"] // self.config.batching.batch_size
-
     def loop(self) -> None:
+        if self.fixed_batch is not None:
+            self._loop_fixed_batches()
+        else:
+            self._loop_timed_batches()
+
+    def _loop_timed_batches(self) -> None:
+        """Live feeds and several streams: a batch is whatever waits, up to ``batch_size``
+        frames or ``max_wait_ms`` after its first frame."""
         batching = self.config.batching
-        pending = None  # a frame that closed the previous batch and opens the next
         while True:
-            header, buffers = pending if pending is not None else self.recv(self.upstream)
-            pending = None
+            header, buffers = self.recv(self.upstream)
             if header["type"] != "frame":
                 if self.relay(header):
                     return
                 continue
             batch = [(header, buffers)]
-            group = self._group(header)
             after = None  # a non-frame message closes the batch and follows it
-            # grouped batches wait for their frames (they come: files are lossless, and
-            # end-of-stream closes the last one); otherwise max_wait_ms bounds the wait
-            deadline = None if group is not None else time.monotonic() + batching.max_wait_ms / 1000
+            deadline = time.monotonic() + batching.max_wait_ms / 1000
             while len(batch) < batching.batch_size:
-                remaining_ms = None if deadline is None else (deadline - time.monotonic()) * 1000
-                if remaining_ms is not None and remaining_ms <= 0:
+                remaining_ms = (deadline - time.monotonic()) * 1000
+                if remaining_ms <= 0:
                     break
-                message = self.recv(self.upstream, timeout_ms=None if remaining_ms is None else int(remaining_ms) + 1)
+                message = self.recv(self.upstream, timeout_ms=int(remaining_ms) + 1)
                 if message is None:
                     break
                 if message[0]["type"] != "frame":
                     after = message[0]
-                    break
-                if group is not None and self._group(message[0]) != group:
-                    pending = message
                     break
                 if any(h["seq"] == message[0]["seq"] and h["stream"] == message[0]["stream"] for h, _ in batch):
                     continue  # a replayed copy of a frame already in this batch
@@ -92,6 +88,41 @@ class InferStage(Stage):
             self.run_batch(batch)
             if after is not None and self.relay(after):
                 return
+
+    def _loop_fixed_batches(self) -> None:
+        """Files: batch ``k`` is frames ``k*n .. (k+1)*n - 1`` (the last one ends at the
+        stream's total, known from end-of-stream). Frames wait in their batch until it is
+        whole, whatever order they come in: after a restart, replayed frames fill the gaps
+        left by the messages that died with the stage, and the batch is the same as ever."""
+        while True:
+            header, buffers = self.recv(self.upstream)
+            if header["type"] == "frame":
+                self._collect(header, buffers)
+            elif header["type"] == "eos":
+                self.total = header.get("totals", {}).get(self.plan.stream_id, header.get("frames"))
+            self._run_whole_batches()
+            if header["type"] != "frame" and self.relay(header):
+                return
+
+    def _collect(self, header: dict, buffers: list) -> None:
+        """File the frame under its batch; a newer copy of a frame (another generation of
+        its slot, from a restarted capture) replaces an older one; stale copies go."""
+        for members in self.batches.values():
+            for seq in [seq for seq, (h, _) in members.items() if self.is_stale(h)]:
+                del members[seq]
+        self.batches = {k: members for k, members in self.batches.items() if members}
+        if self.is_stale(header):
+            return
+        self.batches.setdefault(header["seq"] // self.fixed_batch, {})[header["seq"]] = (header, buffers)
+
+    def _run_whole_batches(self) -> None:
+        for k in sorted(self.batches):
+            first = k * self.fixed_batch
+            last = first + self.fixed_batch if self.total is None else min(first + self.fixed_batch, self.total)
+            members = self.batches[k]
+            if all(seq in members for seq in range(first, last)):
+                del self.batches[k]
+                self.run_batch([members[seq] for seq in range(first, last)])
 
     def _model_input(self, header: dict, index: int) -> torch.Tensor:
         if "in_shape" in header:  # prepared on the host by the preprocess stage

@@ -47,6 +47,8 @@ class PublishStage(Stage):
 
         self.pub = sockets.publisher(self.ctx, out.publish, prepare=prepare) if out.publish else None
         self.spec = self.plan.model_spec()
+        # commits fall on batch boundaries for files, so a replay re-forms whole batches
+        self.commit_every = self.plan.fixed_batch_size() or 1
         saved = read_progress(self.plan.run_dir)
         # per stream: next seq to publish, first seq not committed, and held (seq, slot, gen)
         self.next: dict[str, int] = {}
@@ -65,7 +67,7 @@ class PublishStage(Stage):
                 self.writers[stream["id"]] = SegmentedVideoWriter(
                     stream_video_path(out.video, stream["id"], len(self.plan.streams)), info.width, info.height,
                     fps=info.fps or Fraction(30), time_base=info.time_base, codec=out.codec,
-                    segment_frames=self.config.supervision.video_segment_frames,
+                    segment_frames=self.config.segment_frames(),
                     resume=saved.get("video", {}).get(stream["id"]),
                 )
         self.results_file = None
@@ -157,8 +159,7 @@ class PublishStage(Stage):
         sid = header["stream"]
         self.next[sid] = header["seq"] + 1
         self.held[sid].append((header["seq"], header["slot"], header["gen"]))
-        writer = self.writers.get(sid)
-        if writer is None or self._segment_closed:
+        if self._at_commit_point(sid):
             if self.results_file is not None:
                 self.results_file.flush()
             for _, slot, gen in self.held[sid]:
@@ -167,6 +168,13 @@ class PublishStage(Stage):
             self.committed[sid] = self.next[sid]
             self._committed_stats = self._stats_snapshot()
         self._save_progress()
+
+    def _at_commit_point(self, sid: str) -> bool:
+        """Nothing published so far would be needed again after a crash of this stage: the
+        overlay segment just closed (with video), or a batch just ended (without)."""
+        if sid in self.writers:
+            return self._segment_closed
+        return self.next[sid] % self.commit_every == 0
 
     def _complete(self, eos: dict) -> bool:
         """End of stream: finish once every stream's frames are all published."""
@@ -215,22 +223,27 @@ class PublishStage(Stage):
         )
 
     def publish(self, header: dict, buffers: list) -> None:
+        writer = self.writers.get(header["stream"])
+        overlay = None
+        if writer is not None:
+            # copy, then check the slot still holds this frame: a restarted capture may be
+            # rewriting it (a stale frame raises here and is dropped, nothing published)
+            overlay = np.array(self.ring.overlay(header["slot"], header["h"], header["w"]))
+            self.ring.check(header["slot"], header["gen"])
         result = self._result(header, buffers)
         self.stats["frames_done"] += 1
         self.stats["frames_dropped"] += result.dropped_since_last
         per_stream = self.stats["streams"].setdefault(result.stream, {"frames": 0, "dropped": 0})
         per_stream["frames"] += 1
         per_stream["dropped"] += result.dropped_since_last
-        writer = self.writers.get(result.stream)
         self._segment_closed = False
         if writer is not None:
-            self.ring.check(header["slot"], header["gen"])
-            overlay = self.ring.overlay(header["slot"], header["h"], header["w"])
             self._segment_closed = writer.write(overlay, header.get("pts"))
             self.stats["frames_written"] += 1
         if self.pub is not None:
             wire_header, wire_buffers = result.to_wire()
             wire_header["publish_ns"] = time.time_ns()
+            wire_header["run"] = self.plan.run_id
             self.pub.send_multipart(messages.encode_envelope(result.stream, wire_header, wire_buffers), copy=False)
             self.stats["frames_published"] += 1
         if self.results_file is not None:
