@@ -90,7 +90,10 @@ class ResultSubscriber:
     """A SUB socket on a pipeline's publish endpoint that yields ``ReceivedFrame`` objects.
 
     Status messages (schema ``segstream.status``) are kept in ``self.statuses``; messages of
-    an unknown major protocol version are counted in ``self.rejected`` and skipped.
+    an unknown major protocol version are counted in ``self.rejected`` and skipped. A frame
+    whose seq this subscriber has already had from the same run and stream (publish sends
+    the frames since its last commit again after a restart of that stage) is counted in
+    ``self.duplicates`` and skipped, so each frame is yielded at most once.
     """
 
     def __init__(
@@ -116,7 +119,9 @@ class ResultSubscriber:
 
         self.sock = sockets.subscriber(self.ctx, endpoint, topics, hwm=hwm, prepare=prepare)
         self.rejected = 0
+        self.duplicates = 0
         self.statuses: list[dict[str, Any]] = []
+        self._last_seq: dict[tuple[Any, str], int] = {}  # (run, stream) -> newest seq yielded
 
     def recv(self, timeout_s: float | None = None) -> ReceivedFrame | None:
         """Next frame result, or None when ``timeout_s`` passes first."""
@@ -134,7 +139,22 @@ class ResultSubscriber:
             if frame.header.get("schema") == messages.SCHEMA_STATUS:
                 self.statuses.append(frame.header)
                 continue
+            if self._seen(frame):
+                self.duplicates += 1
+                continue
             return frame
+
+    def _seen(self, frame: ReceivedFrame) -> bool:
+        """True for a seq already yielded in this run and stream (a republished frame)."""
+        key = (frame.header.get("run"), str(frame.header.get("stream", frame.topic)))
+        seq = frame.header.get("seq")
+        if not isinstance(seq, int):
+            return False
+        last = self._last_seq.get(key)
+        if last is not None and seq <= last:
+            return True
+        self._last_seq[key] = seq
+        return False
 
     def frames(self, count: int | None = None, timeout_s: float | None = None) -> Iterator[ReceivedFrame]:
         """Yield frames until ``count`` are received or no frame arrives for ``timeout_s``."""

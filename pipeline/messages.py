@@ -21,7 +21,7 @@ import numpy as np
 SCHEMA_FRAME = "segstream.frame"
 SCHEMA_STATUS = "segstream.status"
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1  # 1.1: frame results carry ``run``
 
 Buffer = bytes | memoryview | np.ndarray
 

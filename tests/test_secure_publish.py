@@ -79,3 +79,39 @@ def test_consumer_rejects_unknown_major_version_and_counts_it(tmp_path):
         sub.close()
         pub.close(0)
         ctx.term()
+
+
+def test_consumer_yields_each_frame_once_per_run(tmp_path):
+    """A restarted publish stage sends the frames since its last commit again: the client
+    skips a seq it already had from the same run and stream, and counts it; a new run (seq
+    from 0 again) and another stream are not mistaken for repeats."""
+    import zmq
+
+    endpoint = f"ipc://{tmp_path}/dupes.sock"
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(endpoint)
+    sub = ResultSubscriber(endpoint)
+
+    def frame(run: str, stream: str, seq: int) -> list:
+        header = {"schema": messages.SCHEMA_FRAME, "version": messages.version_header(), "run": run,
+                  "stream": stream, "seq": seq, "width": 2, "height": 2, "instances": [], "semantic": None}
+        return messages.encode_envelope(stream, header)
+
+    try:
+        for _ in range(100):  # PUB/SUB joins asynchronously: wait until a probe gets through
+            pub.send_multipart(frame("probe", "0", 0))
+            if sub.recv(timeout_s=0.05) is not None:
+                break
+        before = sub.duplicates
+        sent = [("a", "0", 0), ("a", "0", 1), ("a", "0", 2), ("a", "0", 1), ("a", "0", 2), ("a", "1", 0),
+                ("a", "0", 3), ("b", "0", 0), ("b", "0", 1)]
+        for message in sent:
+            pub.send_multipart(frame(*message))
+        got = [(f.run, f.stream, f.seq) for f in sub.frames(timeout_s=2.0) if f.run != "probe"]
+        assert got == [("a", "0", 0), ("a", "0", 1), ("a", "0", 2), ("a", "1", 0), ("a", "0", 3), ("b", "0", 0), ("b", "0", 1)]
+        assert sub.duplicates - before == 2
+    finally:
+        sub.close()
+        pub.close(0)
+        ctx.term()
