@@ -33,7 +33,7 @@ from pipeline.sinks.segmented_video import salvage_segments, stream_video_path
 from pipeline.sources import open_source
 from pipeline.sources.base import SourceInfo
 from pipeline.transport import sockets
-from pipeline.transport.shm import FrameRing, remove_stale_segments, segment_name
+from pipeline.transport.shm import FrameRing, pid_alive, remove_stale_segments, segment_name
 
 log = logging.getLogger("segstream")
 
@@ -61,13 +61,39 @@ def _receiver_of(sender: str) -> str:
     return STAGES[STAGES.index(sender) + 1]
 
 
+def remove_stale_run_dirs() -> list[str]:
+    """Delete the run directories (sockets, logs, progress) of supervisors that are gone
+    (e.g. SIGKILLed: nothing of theirs could clean up)."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+        pid = path.name.removeprefix(RUN_DIR_PREFIX).split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed
+
+
+def _held_by_publish(config: PipelineConfig, live: bool) -> int:
+    """Frames publish keeps until they are committed: the overlay segment it is writing, per
+    stream (a restarted publish encodes them again); a file without video, its current batch
+    (a replay re-forms whole batches)."""
+    streams = len(config.source.uris)
+    if config.output.video:
+        return config.segment_frames() * streams
+    return config.batching.batch_size if streams == 1 and not live else 0
+
+
 def _ring_slots(config: PipelineConfig, live: bool) -> int:
+    held = _held_by_publish(config, live)
     if config.transport.ring_slots is not None:
+        needed = max(held, config.batching.batch_size) + 1
+        if config.transport.ring_slots < needed:
+            # fewer slots would wait forever: publish cannot commit, capture cannot read
+            raise ConfigError(
+                f"transport.ring_slots: {config.transport.ring_slots} is too few for batch_size "
+                f"{config.batching.batch_size} with {held} frame(s) held by publish; needs at least {needed}"
+            )
         return config.transport.ring_slots
-    # publish holds the frames of the overlay segment it is writing until the segment is
-    # closed (so a restarted publish can encode them again); files without video, until
-    # their batch is whole (a replay re-forms whole batches)
-    held = config.segment_frames() if config.output.video else (0 if live else config.batching.batch_size)
     if live:
         # one batch in the model, one waiting (capture admits no more, so a frame waits at
         # most two inference times plus one frame interval), the next few in post-stages
@@ -312,6 +338,7 @@ class Supervisor:
     # -- run -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         remove_stale_segments()
+        remove_stale_run_dirs()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             info = self._validate()

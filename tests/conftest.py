@@ -66,16 +66,22 @@ def leftovers() -> list[str]:
     """Anything a finished run could have leaked: ring segments and run directories of
     supervisors that are gone, and stage processes orphaned to init."""
     from pipeline.supervisor import RUN_DIR_PREFIX
-    from pipeline.transport.shm import _pid_alive
+    from pipeline.transport.shm import pid_alive
 
     found = []
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))
-    for path in [*SHM_DIR.glob(f"{NAME_PREFIX}*"), *tmp.glob(f"{RUN_DIR_PREFIX}*")]:
-        pid = path.name.removeprefix(NAME_PREFIX).removeprefix(RUN_DIR_PREFIX).split("-")[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+    owned = [(path, NAME_PREFIX) for path in SHM_DIR.glob(f"{NAME_PREFIX}*")]
+    owned += [(path, RUN_DIR_PREFIX) for path in tmp.glob(f"{RUN_DIR_PREFIX}*")]
+    for path, prefix in owned:
+        pid = path.name.removeprefix(prefix).split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
             found.append(str(path))
-    out = subprocess.run(["ps", "-eo", "ppid=,args="], capture_output=True, text=True).stdout
-    found += [line for line in out.splitlines() if line.split(None, 1)[0] == "1" and "segstream: " in line]
+    # a live stage process orphaned to init (zombies, state Z, are dead: init reaps them)
+    out = subprocess.run(["ps", "-eo", "ppid=,stat=,args="], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        ppid, stat, args = line.split(None, 2)
+        if ppid == "1" and not stat.startswith("Z") and "segstream: " in args:
+            found.append(line)
     return found
 
 

@@ -9,6 +9,7 @@ import av
 import pytest
 from conftest import leftovers, make_video, small_config
 
+from pipeline.errors import ConfigError
 from pipeline.supervisor import Supervisor
 
 
@@ -35,4 +36,27 @@ def test_streams_finish_whole_when_one_ends_early(tmp_path, lengths):
         with av.open(str(tmp_path / f"overlay-{i}.mp4")) as container:
             assert sum(1 for _ in container.decode(video=0)) == n
         assert report["streams"][str(i)]["frames"] == n
+    assert not leftovers()
+
+
+def test_long_streams_with_overlay_segments_do_not_starve_the_ring(tmp_path):
+    """Publish holds each stream's open overlay segment until it closes: the ring must have
+    room for one open segment per stream, or capture and publish would wait for each other."""
+    lengths = (20, 20, 20)
+    videos = [make_video(tmp_path / f"s{i}.mp4", n, 96, 64, "libx264", 25) for i, n in enumerate(lengths)]
+    config = small_config([str(v) for v in videos], tmp_path, batching={"batch_size": 2, "max_wait_ms": 200},
+                          supervision={"video_segment_frames": 8})
+    report = Supervisor(config).run()
+    assert report["frames_published"] == sum(lengths)
+    for i, n in enumerate(lengths):
+        with av.open(str(tmp_path / f"overlay-{i}.mp4")) as container:
+            assert sum(1 for _ in container.decode(video=0)) == n
+    assert not leftovers()
+
+
+def test_too_small_ring_is_refused_with_one_clear_error(tmp_path):
+    video = make_video(tmp_path / "in.mp4", 4, 96, 64, "libx264", 25)
+    config = small_config(str(video), tmp_path, transport={"ring_slots": 4}, supervision={"video_segment_frames": 8})
+    with pytest.raises(ConfigError, match=r"transport.ring_slots: 4 is too few .* needs at least 10"):
+        Supervisor(config).run()
     assert not leftovers()

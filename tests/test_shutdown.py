@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from conftest import REPO, leftovers, make_video, run_cli, segments_of
 
 from pipeline.client import ResultSubscriber
+from pipeline.supervisor import RUN_DIR_PREFIX, remove_stale_run_dirs
 from pipeline.transport.shm import remove_stale_segments
 
 
@@ -121,10 +123,16 @@ def test_killed_supervisor_takes_its_stages_along(tmp_path, long_video):
     proc.kill()
     proc.wait()
     assert not _wait_gone(stages.values()), "stage processes outlived a SIGKILLed supervisor"
-    # the segment of a dead supervisor is reclaimed by the next run's start-up sweep
+    # the segment and run directory of a dead supervisor are reclaimed by the next run's
+    # start-up sweep
     assert segments_of(proc.pid)
+    run_dirs = list(Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}{proc.pid}-*"))
+    assert run_dirs
     remove_stale_segments()
+    remove_stale_run_dirs()
     assert not segments_of(proc.pid)
+    assert not any(path.exists() for path in run_dirs)
+    assert not leftovers()
 
 
 def _corrupt_file(tmp_path: Path) -> Path:

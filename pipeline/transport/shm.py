@@ -176,7 +176,8 @@ def unlink_segment(name: str) -> None:
         pass
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists (ours or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -192,7 +193,7 @@ def remove_stale_segments() -> list[str]:
     pattern = re.compile(rf"^{re.escape(NAME_PREFIX)}(\d+)-")
     for path in SHM_DIR.glob(f"{NAME_PREFIX}*"):
         match = pattern.match(path.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             unlink_segment(path.name)
             removed.append(path.name)
     return removed
