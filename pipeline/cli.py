@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-results", help="write every frame's results as JSON lines")
     parser.add_argument("--report", help="write the run report (JSON)")
     parser.add_argument("--max-restarts", type=int,
-                        help="per stage: restarts after a crash or hang before the run fails (default 3; 0: never)")
+                        help="per stage: restarts after a crash or hang within supervision.restart_window_s "
+                             "(default 600 s) before the run fails (default 3; 0: never)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", "-v", action="store_true", default=False, help="stage logs to the terminal")
     return parser
