@@ -7,18 +7,38 @@ Command-line flags override the file through ``apply_overrides``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.sources import Source
 
 HOPS = ("capture", "preprocess", "infer", "postprocess")  # the stage that PUSHes on each hop
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ReconnectConfig(_Section):
+    """Live feeds (network streams, cameras): timeouts, and how a lost feed is retried."""
+
+    open_timeout_s: float = Field(default=5.0, gt=0.0, le=600.0)  # connecting / opening the device
+    read_timeout_s: float = Field(default=5.0, gt=0.0, le=600.0)  # no data this long: offline
+    max_attempts: int | None = Field(default=None, ge=1)  # reconnect attempts per outage; None: forever
+    backoff_initial_s: float = Field(default=0.5, gt=0.0, le=600.0)  # first wait; grows exponentially
+    backoff_max_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    backoff_jitter: float = Field(default=0.2, ge=0.0, le=1.0)  # +- this fraction, so feeds do not retry in step
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> ReconnectConfig:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(f"backoff_max_s ({self.backoff_max_s}) is below backoff_initial_s ({self.backoff_initial_s})")
+        return self
 
 
 class SourceConfig(_Section):
@@ -30,6 +50,7 @@ class SourceConfig(_Section):
     realtime: bool = False  # play a file at its own frame rate, as a live feed (live policy applies)
     # live feeds: "latest" frame wins, "drop_oldest" of a short queue, or "block" (no drops)
     live_policy: Literal["latest", "drop_oldest", "block"] = "latest"
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
 
 
     @field_validator("uri")
@@ -43,6 +64,14 @@ class SourceConfig(_Section):
     def uris(self) -> list[str]:
         """The sources, one per stream; stream ids are their positions."""
         return [self.uri] if isinstance(self.uri, str) else list(self.uri)
+
+    def open(self, uri: str) -> Source:
+        """Open one of the sources with its configured options (timeouts and backoff for
+        feeds that reconnect)."""
+        from pipeline.sources import open_source, reconnects
+
+        options = self.reconnect.model_dump() if reconnects(uri) else {}
+        return open_source(uri, **options)
 
 
 class ModelConfig(_Section):

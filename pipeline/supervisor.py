@@ -30,7 +30,6 @@ from pipeline.config import HOPS, PipelineConfig
 from pipeline.errors import ConfigError, PipelineError, StageError
 from pipeline.plan import STAGES, RunPlan, source_info_to_dict
 from pipeline.sinks.segmented_video import salvage_segments, stream_video_path
-from pipeline.sources import open_source
 from pipeline.sources.base import SourceInfo
 from pipeline.transport import sockets
 from pipeline.transport.shm import FrameRing, pid_alive, remove_stale_segments, segment_name
@@ -174,7 +173,7 @@ class Supervisor:
         get_model_entry(self.config.model.name)  # unknown model: fail before anything starts
         self.stream_infos = []
         for uri in self.config.source.uris:
-            source = open_source(uri)
+            source = self.config.source.open(uri)
             try:
                 info = source.info()
             finally:

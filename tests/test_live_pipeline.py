@@ -81,6 +81,34 @@ def test_rtsp_stream_is_segmented_and_survives_a_server_outage(tmp_path):
     assert not leftovers()
 
 
+def test_feed_that_stays_away_ends_the_run_after_the_configured_attempts(tmp_path):
+    """``source.reconnect.max_attempts`` limits the retries: a feed that does not come back
+    ends the run with one clear line and a non-zero exit, and nothing is left behind."""
+    config = tmp_path / "reconnect.yaml"
+    config.write_text("source:\n  reconnect:\n    read_timeout_s: 2.0\n    max_attempts: 2\n"
+                      "    backoff_initial_s: 0.2\n    backoff_max_s: 0.5\n")
+    with RtspServer(fps=10) as server:
+        proc, endpoint = _start(tmp_path, server.url, "--config", str(config))
+        try:
+            with ResultSubscriber(endpoint) as sub:
+                first = _frames(sub, 3, timeout=120)
+                assert len(first) == 3, proc.stderr.read() if proc.poll() is not None else "no results"
+                server.kill()
+                gone = time.monotonic()
+                _, stderr = proc.communicate(timeout=60)
+                ended_after = time.monotonic() - gone
+                _wait_status(sub, "eos", timeout=2)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 2, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: stage 'capture' failed: stream '{server.url}' offline: gave up after 2 reconnect attempts"), last
+    assert ended_after < 30  # two short attempts, not forever
+    assert [s["event"] for s in sub.statuses].count("reconnecting") == 2
+    assert not leftovers()
+
+
 @pytest.mark.parametrize("policy", ["latest", "drop_oldest"])
 def test_live_source_faster_than_model_keeps_latency_bounded(tmp_path, policy):
     """A 60 fps feed into a model that cannot keep up: frames are dropped (and counted

@@ -34,20 +34,20 @@ __all__ = [
     "SourceInfo",
     "SOURCE_SCHEMES",
     "open_source",
+    "reconnects",
     "register_source",
 ]
 
 SourceLoader = Callable[..., Source]
 """Builds a source: ``loader(uri, **options) -> Source``."""
 
+# live network streams: anything FFmpeg opens from a URL (pipeline/sources/stream.py)
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "rtp", "srt", "tcp")
+
 # scheme (lower case, without ":" or "//") -> loader, or "module:attribute" imported on use.
 SOURCE_SCHEMES: dict[str, SourceLoader | str] = {
     "synthetic": "pipeline.sources.synthetic:SyntheticSource",
-    # live network streams: anything FFmpeg opens from a URL (pipeline/sources/stream.py)
-    **{
-        scheme: "pipeline.sources.stream:StreamSource"
-        for scheme in ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "rtp", "srt", "tcp")
-    },
+    **{scheme: "pipeline.sources.stream:StreamSource" for scheme in NETWORK_SCHEMES},
     # V4L2 cameras: camera:N, camera:/dev/PATH (and /dev/videoN paths, see open_source)
     "camera": "pipeline.sources.camera:CameraSource",
 }
@@ -56,6 +56,16 @@ SOURCE_SCHEMES: dict[str, SourceLoader | str] = {
 _CAMERA_DEVICE = re.compile(r"^/dev/(video\d+|v4l/.+)$")
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(//)?")
+
+
+def reconnects(uri: str) -> bool:
+    """True for URIs of feeds that reconnect when lost (network streams and cameras), which
+    take the timeout and backoff options; files, folders and synthetic sources end."""
+    uri = str(uri)
+    if _CAMERA_DEVICE.match(uri):
+        return True
+    match = _SCHEME.match(uri)
+    return bool(match) and match.group(1).lower() in (*NETWORK_SCHEMES, "camera")
 
 
 def register_source(scheme: str, loader: SourceLoader | str) -> None:

@@ -25,7 +25,6 @@ from collections import OrderedDict, deque
 
 import zmq
 
-from pipeline.sources import open_source
 from pipeline.sources.paced import PacedSource
 from pipeline.sources.reconnect import status_message
 from pipeline.sources.stream import LatestFrameReader
@@ -44,7 +43,7 @@ class CaptureStage(Stage):
         self.releases = sockets.pull(self.ctx, self.plan.endpoints["release"], hwm=1000, bind=True)
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["preprocess_in"], hwm=hwm, lossless=True)
         src = self.config.source
-        self.sources = [open_source(uri) for uri in src.uris]
+        self.sources = [src.open(uri) for uri in src.uris]
         if src.realtime:
             self.sources = [PacedSource(source) for source in self.sources]
         self.source = self.sources[0]
