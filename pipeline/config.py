@@ -65,13 +65,15 @@ class SourceConfig(_Section):
         """The sources, one per stream; stream ids are their positions."""
         return [self.uri] if isinstance(self.uri, str) else list(self.uri)
 
-    def open(self, uri: str) -> Source:
+    def open(self, uri: str, wait_for_online: bool = False) -> Source:
         """Open one of the sources with its configured options (timeouts and backoff for
-        feeds that reconnect)."""
+        feeds that reconnect). ``wait_for_online``: a feed that is down now is not an error;
+        it is retried like an outage (the capture stage; a run's start-up check fails fast)."""
         from pipeline.sources import open_source, reconnects
 
-        options = self.reconnect.model_dump() if reconnects(uri) else {}
-        return open_source(uri, **options)
+        if not reconnects(uri):
+            return open_source(uri)
+        return open_source(uri, **self.reconnect.model_dump(), wait_for_online=wait_for_online)
 
 
 class ModelConfig(_Section):

@@ -62,6 +62,17 @@ def run_cli(args: list[str], timeout: float = 240, **kwargs) -> subprocess.Compl
     )
 
 
+def stage_pids(supervisor_pid: int) -> dict[str, int]:
+    """Stage name -> pid of the stage processes a supervisor started."""
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(supervisor_pid)], capture_output=True, text=True).stdout
+    stages = {}
+    for line in out.splitlines():
+        child_pid, _, args = line.strip().partition(" ")
+        if args.startswith("segstream: "):
+            stages[args.split()[1]] = int(child_pid)
+    return stages
+
+
 def leftovers() -> list[str]:
     """Anything a finished run could have leaked: ring segments and run directories of
     supervisors that are gone, and stage processes orphaned to init."""

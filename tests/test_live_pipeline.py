@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 
 import av
 import pytest
-from conftest import REPO, leftovers
+from conftest import REPO, leftovers, stage_pids
 from rtsp_server import RtspServer, rtsp_server_unavailable
 
 from pipeline.client import ResultSubscriber
@@ -78,6 +79,35 @@ def test_rtsp_stream_is_segmented_and_survives_a_server_outage(tmp_path):
     assert report["status_events"].get("offline", 0) >= 1 and report["status_events"].get("online", 0) >= 1
     # every frame the source delivered was either published or counted as dropped
     assert report["frames_read"] == report["frames_published"] + report["frames_dropped"]
+    assert not leftovers()
+
+
+def test_capture_restarted_during_an_outage_waits_for_the_feed(tmp_path):
+    """A capture stage that dies while the feed is down is restarted and, like the one
+    before it, waits for the feed (found by the soak: it used to fail at its first open)."""
+    with RtspServer(fps=10) as server:
+        proc, endpoint = _start(tmp_path, server.url)
+        try:
+            with ResultSubscriber(endpoint) as sub:
+                first = _frames(sub, 3, timeout=120)
+                assert len(first) == 3, proc.stderr.read() if proc.poll() is not None else "no results"
+                server.kill()
+                assert _wait_status(sub, "offline", timeout=30), sub.statuses
+                os.kill(stage_pids(proc.pid)["capture"], signal.SIGKILL)
+                time.sleep(3)  # restarted (0.5 s backoff) and trying a feed that is still down
+                assert proc.poll() is None, proc.stderr.read()
+                server.restart()
+                after = _frames(sub, 3, timeout=60)
+                assert len(after) == 3, "results did not resume after the restart and the outage"
+                assert after[0].seq > first[-1].seq
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130, stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [r["stage"] for r in report["restarts"]] == ["capture"]
     assert not leftovers()
 
 

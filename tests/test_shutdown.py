@@ -15,22 +15,11 @@ from pathlib import Path
 
 import av
 import pytest
-from conftest import REPO, leftovers, make_video, run_cli, segments_of
+from conftest import REPO, leftovers, make_video, run_cli, segments_of, stage_pids
 
 from pipeline.client import ResultSubscriber
 from pipeline.supervisor import RUN_DIR_PREFIX, remove_stale_run_dirs
 from pipeline.transport.shm import remove_stale_segments
-
-
-def _children(pid: int) -> dict[str, int]:
-    """Stage name -> pid of the stage processes a supervisor started."""
-    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    stages = {}
-    for line in out.splitlines():
-        child_pid, _, args = line.strip().partition(" ")
-        if args.startswith("segstream: "):
-            stages[args.split()[1]] = int(child_pid)
-    return stages
 
 
 def _alive(pid: int) -> bool:
@@ -84,7 +73,7 @@ def _wait_first_result(endpoint: str, proc: subprocess.Popen) -> None:
 def test_signal_drains_in_flight_frames_and_cleans_up(tmp_path, long_video, signum):
     proc, endpoint = _start(tmp_path, long_video)
     _wait_first_result(endpoint, proc)
-    stages = _children(proc.pid)
+    stages = stage_pids(proc.pid)
     assert set(stages) == {"capture", "preprocess", "infer", "postprocess", "publish"}  # readable names
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
@@ -105,7 +94,7 @@ def test_signal_drains_in_flight_frames_and_cleans_up(tmp_path, long_video, sign
 def test_killed_stage_fails_the_run_naming_it_when_restarts_are_off(tmp_path, long_video, victim):
     proc, endpoint = _start(tmp_path, long_video, "--max-restarts", "0")
     _wait_first_result(endpoint, proc)
-    stages = _children(proc.pid)
+    stages = stage_pids(proc.pid)
     os.kill(stages[victim], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
@@ -119,7 +108,7 @@ def test_killed_stage_fails_the_run_naming_it_when_restarts_are_off(tmp_path, lo
 def test_killed_supervisor_takes_its_stages_along(tmp_path, long_video):
     proc, endpoint = _start(tmp_path, long_video)
     _wait_first_result(endpoint, proc)
-    stages = _children(proc.pid)
+    stages = stage_pids(proc.pid)
     proc.kill()
     proc.wait()
     assert not _wait_gone(stages.values()), "stage processes outlived a SIGKILLed supervisor"

@@ -43,7 +43,9 @@ class CaptureStage(Stage):
         self.releases = sockets.pull(self.ctx, self.plan.endpoints["release"], hwm=1000, bind=True)
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["preprocess_in"], hwm=hwm, lossless=True)
         src = self.config.source
-        self.sources = [src.open(uri) for uri in src.uris]
+        # a feed that is down when this process starts (a restart during an outage) is retried
+        # like any outage: the run's start-up check already showed the URI is right
+        self.sources = [src.open(uri, wait_for_online=True) for uri in src.uris]
         if src.realtime:
             self.sources = [PacedSource(source) for source in self.sources]
         self.source = self.sources[0]
@@ -51,7 +53,8 @@ class CaptureStage(Stage):
         # a restarted capture: every slot is ours again; handles still travelling are stale
         for slot in range(self.plan.ring_slots):
             self.ring.bump_generation(slot)
-        self.live = self.source.info().live
+        # from the plan: asking a feed that is not online yet would wait for it here
+        self.live = bool(self.plan.source.get("live"))
         self.awaiting_model = 0  # frames sent but not yet taken into a batch by infer
         self.in_flight: OrderedDict[int, dict] = OrderedDict()  # slot -> header, in send order
         self.eos: dict | None = None  # sent end-of-stream (sent again on replay)
@@ -222,14 +225,14 @@ class CaptureStage(Stage):
         src = self.config.source
         depth = self.config.transport.queue_depth
         streams = []
-        for index, source in enumerate(self.sources):
-            policy = src.live_policy if source.info().live else "block"
-            live = source.info().live
+        live_streams = [bool(stream["info"].get("live")) for stream in self.plan.streams]
+        for index, (source, live) in enumerate(zip(self.sources, live_streams, strict=True)):
+            policy = src.live_policy if live else "block"
             resume = self._resume_seq(str(index), live)
             reader = LatestFrameReader(source, policy=policy, capacity=depth, skip=0 if live else resume)
             streams.append({"id": str(index), "reader": reader, "seq": resume, "drops": 0})
         active = deque(streams)
-        any_live = any(source.info().live for source in self.sources)
+        any_live = any(live_streams)
         try:
             while active and not self.drain_requested:
                 self.tick()
