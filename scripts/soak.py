@@ -22,8 +22,10 @@ Examples::
     # any source; extra run_pipeline.py arguments after "--"
     python scripts/soak.py --minutes 10 --source-uri video.mp4 --kill-every 0 -- --realtime --model fcn_demo
 
-    # also SIGKILL the postprocess stage every 3 minutes (when the supervisor restarts stages)
-    python scripts/soak.py --minutes 20 --kill-stage postprocess --kill-stage-every 180
+    # also SIGKILL a stage every 90 s, taking the five stages in turn (the supervisor
+    # restarts each one; results carry on)
+    python scripts/soak.py --minutes 30 --kill-stage capture,preprocess,infer,postprocess,publish \
+        --kill-stage-every 90
 
 Exit status: 0 when the pipeline ran the whole time (and, with --max-growth-pct, no total grew
 more than that), 1 otherwise.
@@ -224,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-every", type=float, default=60.0,
                         help="SIGKILL the RTSP server every N seconds (0: never; default 60)")
     parser.add_argument("--down-s", type=float, default=5.0, help="how long the server stays down (default 5)")
-    parser.add_argument("--kill-stage", help="stage name to SIGKILL periodically (e.g. postprocess)")
+    parser.add_argument("--kill-stage", default="",
+                        help="stage(s) to SIGKILL periodically, comma-separated, taken in turn (e.g. infer,publish)")
     parser.add_argument("--kill-stage-every", type=float, default=0.0, help="seconds between stage kills")
     parser.add_argument("--sample-every", type=float, default=5.0, help="sampling period in seconds (default 5)")
     parser.add_argument("--warmup-s", type=float, default=None,
@@ -272,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     next_sample = start
     next_kill = start + args.kill_every if server and args.kill_every > 0 else float("inf")
     restart_at = float("inf")
-    next_stage_kill = (start + args.kill_stage_every
-                       if args.kill_stage and args.kill_stage_every > 0 else float("inf"))
+    victims = [name for name in args.kill_stage.split(",") if name]
+    next_stage_kill = start + args.kill_stage_every if victims and args.kill_stage_every > 0 else float("inf")
+    kills = 0
     fields = ["t_s", "pid", "name", "rss_kb", "fds", "threads", "shm_bytes", "shm_files",
               "results", "status_events", "server_up"]
     died_early = False
@@ -298,10 +302,12 @@ def main(argv: list[str] | None = None) -> int:
                     restart_at = float("inf")
                 if now >= next_stage_kill:
                     next_stage_kill = now + args.kill_stage_every
+                    victim = victims[kills % len(victims)]
+                    kills += 1
                     for pid in descendants(pipeline.pid):
-                        if process_name(pid, pipeline.pid) == args.kill_stage:
+                        if process_name(pid, pipeline.pid) == victim:
                             os.kill(pid, signal.SIGKILL)
-                            events.append(f"{now - start:8.1f}s SIGKILL stage {args.kill_stage} (pid {pid})")
+                            events.append(f"{now - start:8.1f}s SIGKILL stage {victim} (pid {pid})")
                 if now >= next_sample:
                     next_sample = now + args.sample_every
                     t_s = round(now - start, 2)
@@ -351,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         print("  " + line)
     print(f"\nsoak: pipeline exit status {pipeline.returncode}; results received {counter.frames} "
           f"(dropped_since_last total {counter.dropped}); status events {dict(counter.status)}")
+    restarts = [line for line in Path(args.log).read_text(errors="replace").splitlines() if "restarting it in" in line]
+    print(f"soak: stage restarts by the supervisor: {len(restarts)}")
+    for line in restarts:
+        print("  " + line.strip())
     print(f"soak: /dev/shm segments of this run left after exit: {leftover_shm[1]} ({leftover_shm[0]} bytes)")
     warmup = args.warmup_s if args.warmup_s is not None else min(120.0, args.minutes * 60 * 0.2)
     lines, growth = summarize(rows, warmup)
