@@ -33,6 +33,15 @@ def segment_path(path: Path, index: int) -> Path:
     return path.with_name(f".{path.name}.seg-{index:05d}{path.suffix}")
 
 
+def existing_segments(path: Path) -> list[Path]:
+    """The segment files of the video ``path`` on disk, in order."""
+    return sorted(path.parent.glob(f".{path.name}.seg-*{path.suffix}"))
+
+
+def _segment_index(segment: Path) -> int:
+    return int(segment.stem.rsplit("-", 1)[1])
+
+
 class SegmentedVideoWriter:
     """Same interface as :class:`VideoWriter` (``write``, ``close``), plus segment state.
 
@@ -59,8 +68,8 @@ class SegmentedVideoWriter:
         self.frames_committed = int(resume.get("frames", 0))  # frames in closed segments
         self._first_pts = resume.get("first_pts")
         self._last_pts = resume.get("last_pts")
-        for stale in self.path.parent.glob(f".{self.path.name}.seg-*{self.path.suffix}"):
-            if int(stale.stem.rsplit("-", 1)[1]) >= self.segments:
+        for stale in existing_segments(self.path):
+            if _segment_index(stale) >= self.segments:
                 stale.unlink()  # the segment being written when a publish stage died
         self._writer: VideoWriter | None = None
         self._open()  # checks path and codec now, so a bad output fails at setup
@@ -116,15 +125,20 @@ class SegmentedVideoWriter:
                 segment_path(self.path, self.segments).unlink(missing_ok=True)
                 self._writer = None
         parts = [segment_path(self.path, i) for i in range(self.segments)]
-        if len(parts) == 1:
-            os.replace(parts[0], self.path)
-            return
         if not parts:
             VideoWriter(self.path, **self._args).close()  # an empty but valid file
             return
-        join_segments(parts, self.path)
-        for part in parts:
-            part.unlink()
+        _join_into(parts, self.path)
+
+
+def _join_into(parts: list[Path], path: Path) -> None:
+    """Make ``path`` of the segments ``parts`` (renamed if there is one) and remove them."""
+    if len(parts) == 1:
+        os.replace(parts[0], path)
+        return
+    join_segments(parts, path)
+    for part in parts:
+        part.unlink()
 
 
 def join_segments(parts: list[Path], path: Path) -> None:
@@ -177,7 +191,7 @@ def salvage_segments(path: str | os.PathLike[str]) -> int:
     ``path`` (a playable video of what was finished) and delete them all. Returns the
     number of segments kept."""
     path = Path(path)
-    parts = sorted(path.parent.glob(f".{path.name}.seg-*{path.suffix}"))
+    parts = existing_segments(path)
     readable = []
     for part in parts:
         try:
@@ -187,10 +201,8 @@ def salvage_segments(path: str | os.PathLike[str]) -> int:
         except (av.FFmpegError, OSError):
             break  # the segment being written when the run stopped
     try:
-        if len(readable) == 1:
-            os.replace(readable[0], path)
-        elif readable:
-            join_segments(readable, path)
+        if readable:
+            _join_into(readable, path)
     finally:
         for part in parts:
             part.unlink(missing_ok=True)

@@ -217,11 +217,11 @@ class CaptureStage(Stage):
             if status is not None:
                 self.stats.update(reconnects=status.reconnects, offline_s=round(status.offline_s, 3))
 
-    def _loop_streams(self) -> None:
+    def _loop_streams(self) -> dict[str, int]:
         """Several streams: one reader thread each (files with the ``block`` policy, so they
         stay lossless; live feeds with the configured policy), taken round-robin whenever a
         slot is free, so the infer stage batches across streams. A stream that ends or
-        fails publishes ``eos`` and the others go on."""
+        fails publishes ``eos`` and the others go on. Returns each stream's frame count."""
         src = self.config.source
         depth = self.config.transport.queue_depth
         streams = []
@@ -230,7 +230,7 @@ class CaptureStage(Stage):
             policy = src.live_policy if live else "block"
             resume = self._resume_seq(str(index), live)
             reader = LatestFrameReader(source, policy=policy, capacity=depth, skip=0 if live else resume)
-            streams.append({"id": str(index), "reader": reader, "seq": resume, "drops": 0})
+            streams.append({"id": str(index), "reader": reader, "seq": resume})
         active = deque(streams)
         any_live = any(live_streams)
         try:
@@ -282,4 +282,3 @@ class CaptureStage(Stage):
         for event in events:
             status = status_message(event, stream or self.plan.stream_id)
             self.send(self.downstream, {"type": "status", "status": status})
-

@@ -81,7 +81,6 @@ class PublishStage(Stage):
                           streams={}, duplicates_dropped=0, early_dropped=0)
         self.stats.update(saved.get("stats", {}))
         self.finished = False
-        self._segment_closed = False
         self._committed_stats = self._stats_snapshot()
         self._last_progress = 0.0
 
@@ -130,8 +129,8 @@ class PublishStage(Stage):
             with self.unless_stale():
                 buffers = self.absorb_inline(header, buffers)
                 with self.busy():
-                    self.publish(header, buffers)
-                self._commit(header)
+                    segment_closed = self.publish(header, buffers)
+                self._commit(header, segment_closed)
                 self._progress()
 
     def _in_order(self, header: dict) -> bool:
@@ -155,26 +154,29 @@ class PublishStage(Stage):
                 self._release(slot, gen)
         return False
 
-    def _commit(self, header: dict) -> None:
+    def _commit(self, header: dict, segment_closed: bool) -> None:
+        """The frame is out: hold its slot until nothing would need it after a crash of this
+        stage (its overlay segment closed; without video, its batch ended), then release."""
         sid = header["stream"]
         self.next[sid] = header["seq"] + 1
         self.held[sid].append((header["seq"], header["slot"], header["gen"]))
-        if self._at_commit_point(sid):
+        at_commit_point = segment_closed if sid in self.writers else self.next[sid] % self.commit_every == 0
+        if at_commit_point:
             if self.results_file is not None:
                 self.results_file.flush()
-            for _, slot, gen in self.held[sid]:
-                self._release(slot, gen)
-            self.held[sid].clear()
-            self.committed[sid] = self.next[sid]
+            self._release_held(sid)
             self._committed_stats = self._stats_snapshot()
-        self._save_progress()
+        # files resume at the committed frame; live feeds also need ``next`` (a restarted
+        # capture carries on after it), which moves with every frame
+        if at_commit_point or self.plan.source.get("live"):
+            self._save_progress()
 
-    def _at_commit_point(self, sid: str) -> bool:
-        """Nothing published so far would be needed again after a crash of this stage: the
-        overlay segment just closed (with video), or a batch just ended (without)."""
-        if sid in self.writers:
-            return self._segment_closed
-        return self.next[sid] % self.commit_every == 0
+    def _release_held(self, sid: str) -> None:
+        """Commit everything published in the stream: return the held slots to capture."""
+        for _, slot, gen in self.held[sid]:
+            self._release(slot, gen)
+        self.held[sid].clear()
+        self.committed[sid] = self.next[sid]
 
     def _complete(self, eos: dict) -> bool:
         """End of stream: finish once every stream's frames are all published."""
@@ -222,7 +224,8 @@ class PublishStage(Stage):
             class_map=class_map,
         )
 
-    def publish(self, header: dict, buffers: list) -> None:
+    def publish(self, header: dict, buffers: list) -> bool:
+        """Write, send and save one frame's results; True if it closed an overlay segment."""
         writer = self.writers.get(header["stream"])
         overlay = None
         if writer is not None:
@@ -236,9 +239,9 @@ class PublishStage(Stage):
         per_stream = self.stats["streams"].setdefault(result.stream, {"frames": 0, "dropped": 0})
         per_stream["frames"] += 1
         per_stream["dropped"] += result.dropped_since_last
-        self._segment_closed = False
+        segment_closed = False
         if writer is not None:
-            self._segment_closed = writer.write(overlay, header.get("pts"))
+            segment_closed = writer.write(overlay, header.get("pts"))
             self.stats["frames_written"] += 1
         if self.pub is not None:
             wire_header, wire_buffers = result.to_wire()
@@ -250,6 +253,7 @@ class PublishStage(Stage):
             self.results_file.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
         if result.capture_ns:
             self.latencies_ms.append((time.time_ns() - result.capture_ns) / 1e6)
+        return segment_closed
 
     def _progress(self) -> None:
         now = time.monotonic()
@@ -268,11 +272,8 @@ class PublishStage(Stage):
             writer.close()
         if self.results_file is not None:
             self.results_file.close()
-        for sid, held in self.held.items():
-            for _, slot, gen in held:
-                self._release(slot, gen)
-            held.clear()
-            self.committed[sid] = self.next[sid]
+        for sid in self.held:
+            self._release_held(sid)
         self._committed_stats = self._stats_snapshot()
         self._save_progress()
         if self.latencies_ms:
