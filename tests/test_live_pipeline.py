@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import av
 import pytest
@@ -30,6 +32,25 @@ def _start(tmp_path, url: str, *extra: str) -> tuple[subprocess.Popen, str]:
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO), endpoint
 
 
+@contextmanager
+def _running(tmp_path, url: str, *extra: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """The pipeline CLI on ``url``; killed on the way out if the test did not end it."""
+    proc, endpoint = _start(tmp_path, url, *extra)
+    try:
+        yield proc, endpoint
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _first_results(sub: ResultSubscriber, proc: subprocess.Popen, n: int) -> list:
+    """The first ``n`` results (model loading included); the pipeline's stderr if it died."""
+    got = _frames(sub, n, timeout=120)
+    assert len(got) == n, proc.stderr.read() if proc.poll() is not None else "no results"
+    return got
+
+
 def _frames(sub: ResultSubscriber, n: int, timeout: float) -> list:
     got, deadline = [], time.monotonic() + timeout
     while len(got) < n and time.monotonic() < deadline:
@@ -49,30 +70,24 @@ def _wait_status(sub: ResultSubscriber, event: str, timeout: float) -> bool:
 
 
 def test_rtsp_stream_is_segmented_and_survives_a_server_outage(tmp_path):
-    with RtspServer(fps=10) as server:
-        proc, endpoint = _start(tmp_path, server.url)
-        try:
-            with ResultSubscriber(endpoint) as sub:
-                first = _frames(sub, 5, timeout=120)
-                assert len(first) == 5, proc.stderr.read() if proc.poll() is not None else "no results"
-                assert all(f.header["width"] == 320 and f.header["height"] == 240 for f in first)
-                seqs = [f.seq for f in first]
-                assert seqs == sorted(seqs) and len(set(seqs)) == 5  # never reordered
-                server.kill()
-                assert _wait_status(sub, "offline", timeout=30), sub.statuses
-                assert proc.poll() is None, "pipeline must keep running while the feed is down"
-                server.restart()
-                assert _wait_status(sub, "online", timeout=30), sub.statuses
-                resumed_from = time.monotonic()
-                after = _frames(sub, 3, timeout=30)
-                assert len(after) == 3, "results did not resume after the server came back"
-                assert time.monotonic() - resumed_from < 15
-                assert after[0].seq > seqs[-1]
-            proc.send_signal(signal.SIGINT)
-            _, stderr = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with RtspServer(fps=10) as server, _running(tmp_path, server.url) as (proc, endpoint):
+        with ResultSubscriber(endpoint) as sub:
+            first = _first_results(sub, proc, 5)
+            assert all(f.header["width"] == 320 and f.header["height"] == 240 for f in first)
+            seqs = [f.seq for f in first]
+            assert seqs == sorted(seqs) and len(set(seqs)) == 5  # never reordered
+            server.kill()
+            assert _wait_status(sub, "offline", timeout=30), sub.statuses
+            assert proc.poll() is None, "pipeline must keep running while the feed is down"
+            server.restart()
+            assert _wait_status(sub, "online", timeout=30), sub.statuses
+            resumed_from = time.monotonic()
+            after = _frames(sub, 3, timeout=30)
+            assert len(after) == 3, "results did not resume after the server came back"
+            assert time.monotonic() - resumed_from < 15
+            assert after[0].seq > seqs[-1]
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["reconnects"] >= 1
@@ -85,26 +100,20 @@ def test_rtsp_stream_is_segmented_and_survives_a_server_outage(tmp_path):
 def test_capture_restarted_during_an_outage_waits_for_the_feed(tmp_path):
     """A capture stage that dies while the feed is down is restarted and, like the one
     before it, waits for the feed (found by the soak: it used to fail at its first open)."""
-    with RtspServer(fps=10) as server:
-        proc, endpoint = _start(tmp_path, server.url)
-        try:
-            with ResultSubscriber(endpoint) as sub:
-                first = _frames(sub, 3, timeout=120)
-                assert len(first) == 3, proc.stderr.read() if proc.poll() is not None else "no results"
-                server.kill()
-                assert _wait_status(sub, "offline", timeout=30), sub.statuses
-                os.kill(stage_pids(proc.pid)["capture"], signal.SIGKILL)
-                time.sleep(3)  # restarted (0.5 s backoff) and trying a feed that is still down
-                assert proc.poll() is None, proc.stderr.read()
-                server.restart()
-                after = _frames(sub, 3, timeout=60)
-                assert len(after) == 3, "results did not resume after the restart and the outage"
-                assert after[0].seq > first[-1].seq
-            proc.send_signal(signal.SIGINT)
-            _, stderr = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with RtspServer(fps=10) as server, _running(tmp_path, server.url) as (proc, endpoint):
+        with ResultSubscriber(endpoint) as sub:
+            first = _first_results(sub, proc, 3)
+            server.kill()
+            assert _wait_status(sub, "offline", timeout=30), sub.statuses
+            os.kill(stage_pids(proc.pid)["capture"], signal.SIGKILL)
+            time.sleep(3)  # restarted (0.5 s backoff) and trying a feed that is still down
+            assert proc.poll() is None, proc.stderr.read()
+            server.restart()
+            after = _frames(sub, 3, timeout=60)
+            assert len(after) == 3, "results did not resume after the restart and the outage"
+            assert after[0].seq > first[-1].seq
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert [r["stage"] for r in report["restarts"]] == ["capture"]
@@ -117,20 +126,14 @@ def test_feed_that_stays_away_ends_the_run_after_the_configured_attempts(tmp_pat
     config = tmp_path / "reconnect.yaml"
     config.write_text("source:\n  reconnect:\n    read_timeout_s: 2.0\n    max_attempts: 2\n"
                       "    backoff_initial_s: 0.2\n    backoff_max_s: 0.5\n")
-    with RtspServer(fps=10) as server:
-        proc, endpoint = _start(tmp_path, server.url, "--config", str(config))
-        try:
-            with ResultSubscriber(endpoint) as sub:
-                first = _frames(sub, 3, timeout=120)
-                assert len(first) == 3, proc.stderr.read() if proc.poll() is not None else "no results"
-                server.kill()
-                gone = time.monotonic()
-                _, stderr = proc.communicate(timeout=60)
-                ended_after = time.monotonic() - gone
-                _wait_status(sub, "eos", timeout=2)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with RtspServer(fps=10) as server, _running(tmp_path, server.url, "--config", str(config)) as (proc, endpoint):
+        with ResultSubscriber(endpoint) as sub:
+            _first_results(sub, proc, 3)
+            server.kill()
+            gone = time.monotonic()
+            _, stderr = proc.communicate(timeout=60)
+            ended_after = time.monotonic() - gone
+            _wait_status(sub, "eos", timeout=2)
     assert proc.returncode == 2, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: stage 'capture' failed: stream '{server.url}' offline: gave up after 2 reconnect attempts"), last

@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pipeline.synthetic import CLASS_NAMES, MAX_OBJECTS, NUM_CLASSES, SyntheticScene
+from pipeline.synthetic import CLASS_NAMES, NUM_CLASSES, SyntheticScene
 
 
 def _same(a, b) -> None:
@@ -49,7 +49,10 @@ def test_frame_contents_are_consistent():
         assert fr.masks.shape == (n, 96, 128) and fr.masks.dtype == bool
         assert fr.labels.dtype == np.int64 and fr.instance_ids.dtype == np.int64
         assert fr.class_map.shape == (96, 128) and fr.class_map.dtype == np.uint8
-        assert 1 <= n <= MAX_OBJECTS
+        assert n >= 1  # an object is always in view
+        # every instance is a track alive at this time, with that track's class
+        alive = {trk.track_id: trk.label for trk in scene.tracks_at(fr.time)}
+        assert {int(i): int(lab) for i, lab in zip(fr.instance_ids, fr.labels, strict=True)}.items() <= alive.items()
         assert np.all((fr.labels >= 1) & (fr.labels < NUM_CLASSES))
         assert len(set(fr.instance_ids.tolist())) == n
         assert np.all(fr.masks.reshape(n, -1).any(axis=1))  # zero-visible instances dropped
