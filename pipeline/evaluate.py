@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.ops.rle import decode as decode_rle
+from pipeline.ops.rle import encode_mask
 
 __all__ = [
     "EvaluationError",
@@ -57,30 +59,6 @@ class EvaluationError(PipelineError):
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
-    try:
-        from pipeline.ops.rle import decode
-    except ImportError:  # pragma: no cover - fallback while ops is unavailable
-        from pycocotools import mask as mask_utils
-
-        r = dict(rle)
-        if isinstance(r["counts"], str):
-            r["counts"] = r["counts"].encode("ascii")
-        return mask_utils.decode(r).astype(bool)
-    return decode(rle)
-
-
-def _rle_encode(mask: np.ndarray) -> dict[str, Any]:
-    try:
-        from pipeline.ops.rle import encode_mask
-    except ImportError:  # pragma: no cover
-        from pycocotools import mask as mask_utils
-
-        r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        return {"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")}
-    return encode_mask(mask)
 
 
 def _finite(value: Any) -> Any:
@@ -123,7 +101,7 @@ def frame_record(
     for k, inst in enumerate(instances or []):
         rle = inst.get("mask")
         if rle is None:
-            rle = _rle_encode(np.asarray(inst["mask_array"], dtype=bool))
+            rle = encode_mask(np.asarray(inst["mask_array"], dtype=bool))
         cid = int(inst["class_id"])
         insts.append(
             {
@@ -142,7 +120,7 @@ def frame_record(
             "height": int(cm.shape[0]),
             "width": int(cm.shape[1]),
             "classes": [
-                {"class_id": int(k), "mask": _rle_encode(cm == k)}
+                {"class_id": int(k), "mask": encode_mask(cm == k)}
                 for k in np.unique(cm)
                 if k != 0 and k != 255
             ],
@@ -434,7 +412,7 @@ def record_class_map(rec: Mapping[str, Any]) -> np.ndarray:
     h, w = int(sem.get("height", rec["height"])), int(sem.get("width", rec["width"]))
     out = np.zeros((h, w), dtype=np.uint8)
     for entry in sem.get("classes") or []:
-        m = _rle_decode(entry["mask"])
+        m = decode_rle(entry["mask"])
         if m.shape != (h, w):
             raise EvaluationError(
                 f"frame {rec.get('seq')}: class {entry.get('class_id')} mask is "

@@ -12,7 +12,8 @@ __all__ = ["coco_categories", "coco_dataset", "frame_annotations"]
 
 
 def _encode(mask: np.ndarray) -> dict[str, Any]:
-    """COCO RLE with ``counts`` as str (pycocotools' encoder: fast, no torch import)."""
+    """COCO RLE with ``counts`` as str, by pycocotools' encoder: ground truth is written by
+    the reference implementation, not by the RLE code whose output it is compared with."""
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
