@@ -422,8 +422,8 @@ class Supervisor:
                 proc.wait()
         if self.ctx is not None:
             self.ctx.destroy(linger=0)
-        if not self._completed and self.config.output.video:
-            self._salvage_video()
+        if not self._completed and self.config.output.video and self._plan_path is not None:
+            self._salvage_video()  # only a run that got as far as starting stages wrote segments
         if self.ring is not None:
             self.ring.close()
             self.ring.unlink()
@@ -437,7 +437,7 @@ class Supervisor:
         for index in range(len(uris)):
             path = stream_video_path(self.config.output.video, str(index), len(uris))
             try:
-                kept = salvage_segments(path)
+                kept = salvage_segments(path, self.run_id)
             except Exception as err:  # noqa: BLE001 - already failing; report and go on
                 log.warning("could not keep the partial overlay video %s: %s", path, err)
                 continue

@@ -100,7 +100,7 @@ def test_killed_stage_is_restarted_and_every_frame_comes_out_once(tmp_path, vide
     differing = [i for i, (got, want) in enumerate(zip(frames, base_frames, strict=True)) if not np.array_equal(got, want)]
     assert differing == []  # bit-identical overlay video (decoded)
     assert report["frames_written"] == FRAMES
-    assert not list(tmp_path.glob(".overlay.mkv.seg-*"))
+    assert not list(tmp_path.glob(".overlay.mkv.*"))
     assert not leftovers()
 
 
@@ -143,7 +143,7 @@ def test_restart_limit_ends_the_run_with_one_clear_error(tmp_path, video):
         supervisor.run()
     stop.set()
     killer.join()
-    assert not list(tmp_path.glob(".overlay.mkv.seg-*"))  # finished segments kept as overlay.mkv, rest removed
+    assert not list(tmp_path.glob(".overlay.mkv.*"))  # finished segments kept as overlay.mkv, rest removed
     assert not leftovers()
 
 

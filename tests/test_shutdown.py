@@ -161,3 +161,30 @@ def test_bad_config_key_names_file_and_key(tmp_path):
     result = run_cli(["--config", str(config)], timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {config}: unknown key 'model.wieghts'"
+
+
+def test_failing_run_leaves_another_runs_overlay_alone(tmp_path, long_video):
+    """Two runs on one --output (the default config makes that easy): a run that fails at
+    once must not join or delete the segments of the one still writing (it did, and the
+    other run then lost its video)."""
+    proc, endpoint = _start(tmp_path, long_video, "--max-restarts", "0")
+    _wait_first_result(endpoint, proc)
+    segments = lambda: sorted(p.name for p in tmp_path.glob(".out.mp4.*"))  # noqa: E731
+    deadline = time.monotonic() + 60
+    while not segments() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    before = segments()
+    assert before, "the first run wrote no overlay segment"
+    failed = run_cli(["--source", str(tmp_path / "mistyped.mp4"), "--output", str(tmp_path / "out.mp4"),
+                      "--publish", "none", "--no-progress"], timeout=60)
+    assert failed.returncode == 2 and "source not found" in failed.stderr
+    if proc.poll() is None:  # still writing: its segments are all there, no out.mp4 yet
+        assert set(before) <= set(segments())
+        assert not (tmp_path / "out.mp4").exists(), "the failed run wrote out.mp4"
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["frames_written"] == 150
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 150
+    assert not segments()

@@ -11,6 +11,7 @@ segments, without re-encoding, into the requested file.
 from __future__ import annotations
 
 import os
+import uuid
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,14 +29,16 @@ def stream_video_path(path: str, stream: str, streams: int) -> str:
     return str(p.with_name(f"{p.stem}-{stream}{p.suffix}"))
 
 
-def segment_path(path: Path, index: int) -> Path:
-    """Where segment ``index`` of the video ``path`` is written (hidden, next to it)."""
-    return path.with_name(f".{path.name}.seg-{index:05d}{path.suffix}")
+def segment_path(path: Path, index: int, run: str) -> Path:
+    """Where segment ``index`` of the video ``path`` is written by run ``run`` (hidden, next
+    to it). The run id is in the name so that a run only ever finds, joins or deletes its
+    own segments, never those of another run writing the same output."""
+    return path.with_name(f".{path.name}.{run}.seg-{index:05d}{path.suffix}")
 
 
-def existing_segments(path: Path) -> list[Path]:
-    """The segment files of the video ``path`` on disk, in order."""
-    return sorted(path.parent.glob(f".{path.name}.seg-*{path.suffix}"))
+def existing_segments(path: Path, run: str) -> list[Path]:
+    """The segment files run ``run`` wrote for the video ``path``, in order."""
+    return sorted(path.parent.glob(f".{path.name}.{run}.seg-*{path.suffix}"))
 
 
 def _segment_index(segment: Path) -> int:
@@ -59,8 +62,10 @@ class SegmentedVideoWriter:
         codec: str | None = None,
         segment_frames: int = 32,
         resume: dict | None = None,
+        run: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.run = run or uuid.uuid4().hex[:8]  # the run id: names this writer's segments
         self._args = dict(width=width, height=height, fps=fps, time_base=time_base, codec=codec)
         self.segment_frames = int(segment_frames)
         resume = resume or {}
@@ -68,14 +73,14 @@ class SegmentedVideoWriter:
         self.frames_committed = int(resume.get("frames", 0))  # frames in closed segments
         self._first_pts = resume.get("first_pts")
         self._last_pts = resume.get("last_pts")
-        for stale in existing_segments(self.path):
+        for stale in existing_segments(self.path, self.run):
             if _segment_index(stale) >= self.segments:
                 stale.unlink()  # the segment being written when a publish stage died
         self._writer: VideoWriter | None = None
         self._open()  # checks path and codec now, so a bad output fails at setup
 
     def _open(self) -> None:
-        path = segment_path(self.path, self.segments)
+        path = segment_path(self.path, self.segments, self.run)
         if self.path.suffix.lower() == ".avi":
             # AVI stores frame numbers, not timestamps: each segment counts from 0 and
             # join_segments lays them end to end
@@ -122,9 +127,9 @@ class SegmentedVideoWriter:
                 self._close_segment()
             else:
                 self._writer.close()
-                segment_path(self.path, self.segments).unlink(missing_ok=True)
+                segment_path(self.path, self.segments, self.run).unlink(missing_ok=True)
                 self._writer = None
-        parts = [segment_path(self.path, i) for i in range(self.segments)]
+        parts = [segment_path(self.path, i, self.run) for i in range(self.segments)]
         if not parts:
             VideoWriter(self.path, **self._args).close()  # an empty but valid file
             return
@@ -132,11 +137,19 @@ class SegmentedVideoWriter:
 
 
 def _join_into(parts: list[Path], path: Path) -> None:
-    """Make ``path`` of the segments ``parts`` (renamed if there is one) and remove them."""
+    """Make ``path`` of the segments ``parts`` (renamed if there is one) and remove them.
+
+    The joined file is written under a hidden name beside ``path`` and renamed over it, so
+    ``path`` is never seen half-written."""
     if len(parts) == 1:
         os.replace(parts[0], path)
         return
-    join_segments(parts, path)
+    joining = parts[0].with_name(parts[0].name.replace(".seg-", ".joining-", 1))
+    try:
+        join_segments(parts, joining)  # same extension: same container
+        os.replace(joining, path)
+    finally:
+        joining.unlink(missing_ok=True)
     for part in parts:
         part.unlink()
 
@@ -186,12 +199,13 @@ def _fill_missing_dts(packets: list) -> None:
                 packet.dts = packets[known].dts - (known - i) * step
 
 
-def salvage_segments(path: str | os.PathLike[str]) -> int:
-    """After a failed run: join the segments of ``path`` that are complete files into
-    ``path`` (a playable video of what was finished) and delete them all. Returns the
-    number of segments kept."""
+def salvage_segments(path: str | os.PathLike[str], run: str) -> int:
+    """After a failed run: join the segments run ``run`` wrote for ``path`` that are complete
+    files into ``path`` (a playable video of what was finished) and delete them all; other
+    runs' segments are not touched, and a run that wrote none leaves ``path`` alone.
+    Returns the number of segments kept."""
     path = Path(path)
-    parts = existing_segments(path)
+    parts = existing_segments(path, run)
     readable = []
     for part in parts:
         try:

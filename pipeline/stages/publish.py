@@ -68,7 +68,7 @@ class PublishStage(Stage):
                     stream_video_path(out.video, stream["id"], len(self.plan.streams)), info.width, info.height,
                     fps=info.fps or Fraction(30), time_base=info.time_base, codec=out.codec,
                     segment_frames=self.config.segment_frames(),
-                    resume=saved.get("video", {}).get(stream["id"]),
+                    resume=saved.get("video", {}).get(stream["id"]), run=self.plan.run_id,
                 )
         self.results_file = None
         if out.save_results:
