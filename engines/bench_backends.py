@@ -8,6 +8,9 @@ synthetic scene), are decoded and prepared once (``engines.transform.prepare_ima
 reused by every backend, so only ``backend.infer`` is timed. Backends are built first (ONNX
 export / engine builds are not timed) and measured batch size by batch size, alternating
 backends, after ``--warmup`` untimed batches each.
+
+Besides the registry names, ``openvino-int8`` is OpenVINO with ``precision="int8"``,
+calibrated on ``openvino_backend.DEFAULT_CALIBRATION_SOURCE`` (quantised once, then cached).
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from engines.backends.base import Backend
 from engines.transform import batch_images, prepare_image
 from pipeline.errors import PipelineError
 
-__all__ = ["BenchResult", "main", "run_bench"]
+__all__ = ["VARIANTS", "BenchResult", "main", "run_bench"]
+
+#: Bench names that are a registry backend with options.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "openvino-int8": ("openvino", {"precision": "int8"}),
+}
+#: Backends that take a ``threads`` option (torch's own count is set globally).
+_THREADED = ("onnxruntime", "openvino")
 
 
 @dataclass
@@ -56,7 +66,12 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _measure(
-    backend: Backend, images: list[torch.Tensor], batch_size: int, frames: int, warmup: int
+    backend: Backend,
+    images: list[torch.Tensor],
+    batch_size: int,
+    frames: int,
+    warmup: int,
+    label: str | None = None,
 ) -> BenchResult:
     device = backend.device
     count = len(images)
@@ -82,7 +97,7 @@ def _measure(
         done += batch_size
     seconds = time.perf_counter() - started
     return BenchResult(
-        backend=backend.name,
+        backend=label or backend.name,
         batch_size=batch_size,
         frames=done,
         seconds=seconds,
@@ -115,10 +130,23 @@ def run_bench(
     opts = dict(options or {})
     built: list[Backend] = []
     for name in backends:
-        extra = {"threads": threads} if (name == "onnxruntime" and threads) else {}
+        registry_name, variant = VARIANTS.get(name, (name, {}))
+        extra = dict(variant)
+        if threads and registry_name in _THREADED:
+            extra["threads"] = threads
+        if registry_name == "openvino" and extra.get("precision") == "int8":
+            from engines.backends.openvino_backend import DEFAULT_CALIBRATION_SOURCE
+
+            def calibration(uri: str = DEFAULT_CALIBRATION_SOURCE) -> Any:
+                with open_source(uri) as src:
+                    yield from (frame.image for frame in src.frames())
+
+            extra.update(calibration=calibration(), calibration_source=DEFAULT_CALIBRATION_SOURCE)
         t0 = time.perf_counter()
-        backend = create_backend(model, weights, backend=name, device=device, **opts, **extra)
-        say(f"bench: {backend.name} ready in {time.perf_counter() - t0:.1f} s ({backend!r})")
+        backend = create_backend(
+            model, weights, backend=registry_name, device=device, **opts, **extra
+        )
+        say(f"bench: {name} ready in {time.perf_counter() - t0:.1f} s ({backend!r})")
         built.append(backend)
     spec = built[0].spec
     for backend in built[1:]:
@@ -139,8 +167,8 @@ def run_bench(
     )
     results: list[BenchResult] = []
     for batch_size in batch_sizes:
-        for backend in built:
-            results.append(_measure(backend, images, batch_size, frames, warmup))
+        for name, backend in zip(backends, built, strict=True):
+            results.append(_measure(backend, images, batch_size, frames, warmup, label=name))
     for backend in built:
         backend.close()
     return results
@@ -149,12 +177,12 @@ def run_bench(
 def format_results(results: list[BenchResult], backends: list[str]) -> str:
     """The results as a table plus throughput ratios to the first backend."""
     lines = [
-        f"{'backend':<12} {'batch':>5} {'frames':>6} {'FPS':>8} {'lat mean ms':>11} "
+        f"{'backend':<14} {'batch':>5} {'frames':>6} {'FPS':>8} {'lat mean ms':>11} "
         f"{'p50 ms':>8} {'p90 ms':>8}"
     ]
     for r in results:
         lines.append(
-            f"{r.backend:<12} {r.batch_size:>5} {r.frames:>6} {r.fps:>8.2f} "
+            f"{r.backend:<14} {r.batch_size:>5} {r.frames:>6} {r.fps:>8.2f} "
             f"{r.latency_ms_mean:>11.1f} {r.latency_ms_p50:>8.1f} {r.latency_ms_p90:>8.1f}"
         )
     base = backends[0]
@@ -184,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="untimed batches first")
     p.add_argument("--source", default=None, help="frames (default: synthetic scene, 640x480)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch and ORT)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch, ORT, OpenVINO)")
     p.add_argument("--min-size", type=int, default=None)
     p.add_argument("--max-size", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")

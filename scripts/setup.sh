@@ -19,7 +19,7 @@ want="$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || ! "$venv/bin/python" -c "import pipeline, engines" 2>/dev/null; then
     echo "[setup] installing dependencies (first run downloads torch: several GB, a few minutes)" >&2
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
-    "$venv/bin/python" -m pip install -q -e "$here[onnx,dev]" >&2
+    "$venv/bin/python" -m pip install -q -e "$here[onnx,openvino,dev]" >&2
     echo "$want" > "$stamp"
 else
     # The editable install points at whichever checkout installed it last; repoint cheaply.

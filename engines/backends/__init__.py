@@ -21,6 +21,7 @@ from pipeline.errors import ModelError
 
 __all__ = [
     "AUTO_ORDER",
+    "AutoProbe",
     "Backend",
     "BackendFactory",
     "ModelSpec",
@@ -32,10 +33,43 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class AutoProbe:
+    """What ``backend="auto"`` times the candidates on: frames like the ones to come."""
+
+    images: tuple[Any, ...]  # HxWx3 uint8 RGB frames of the source's size
+    batch_size: int = 1
+    threads: int = 1  # the model's thread budget (part of the remembered key)
+
+
+def _measured_auto(model: str, weights: Any, device: str, probe: AutoProbe, options: dict[str, Any]) -> Backend:
+    from engines.backends.autoselect import SelectionKey, select_backend
+
+    candidates = available_backends(device)
+    height, width = probe.images[0].shape[:2]
+    key = SelectionKey.make(model, weights, device, probe.batch_size, (height, width), probe.threads,
+                            {k: v for k, v in options.items() if k != "calibration_frames"})
+
+    def open_candidate(name: str) -> Backend:
+        factory = _BACKENDS[name].factory
+        assert factory is not None
+        return factory(model, weights, device, **options)
+
+    try:
+        selection, opened = select_backend(key, candidates, open_candidate, probe.images)
+    except RuntimeError as exc:
+        raise ModelError(f"backend auto: {exc}") from None
+    log.info("backend: %s (auto: %s)", selection.backend, selection.reason())
+    chosen = opened if opened is not None else open_candidate(selection.backend)
+    chosen.selection = f"auto: {selection.reason()}"
+    return chosen
+
+
 BackendFactory = Callable[..., Backend]
 
 #: Preference of ``backend="auto"``, best first.
-AUTO_ORDER = ("tensorrt", "onnxruntime", "pytorch")
+AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime", "pytorch")
 
 
 @dataclass(frozen=True)
@@ -94,10 +128,24 @@ def _tensorrt_available(device: torch.device | str) -> bool:
     return tensorrt_available(device)
 
 
+def _openvino(model: str, weights: Any, device: str | torch.device, **options: Any) -> Backend:
+    from engines.backends.openvino_backend import OpenVINOBackend
+
+    _check_options("openvino", OpenVINOBackend, options)
+    return OpenVINOBackend(model, weights, device, **options)
+
+
+def _openvino_available(device: torch.device | str) -> bool:
+    from engines.backends.openvino_backend import openvino_available
+
+    return openvino_available(device)
+
+
 _BACKENDS: dict[str, _Registered] = {
     "pytorch": _Registered(_pytorch, _always),
     "onnxruntime": _Registered(_onnxruntime, _onnxruntime_available),
     "tensorrt": _Registered(_tensorrt, _tensorrt_available),
+    "openvino": _Registered(_openvino, _openvino_available),
 }
 
 
@@ -131,6 +179,8 @@ def create_backend(
     weights: str | None = "default",
     backend: str = "pytorch",
     device: str = "cpu",
+    *,
+    probe: AutoProbe | None = None,
     **options: Any,
 ) -> Backend:
     """Build the inference backend ``backend`` for registry model ``model``.
@@ -143,6 +193,8 @@ def create_backend(
     from engines.registry import get_model_entry  # lazy: the registry imports backends.base
 
     get_model_entry(model)  # unknown model: fail before choosing a backend
+    if backend == "auto" and probe is not None:
+        return _measured_auto(model, weights, device, probe, options)
     if backend == "auto":
         candidates = available_backends(device)
         error: ModelError | None = None

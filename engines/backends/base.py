@@ -38,9 +38,10 @@ class Backend(abc.ABC):
     in model-input coordinates.
     """
 
-    name: str  # "pytorch" | "onnxruntime" | "tensorrt"
+    name: str  # "pytorch" | "onnxruntime" | "openvino" | "tensorrt"
     spec: ModelSpec
     device: torch.device
+    selection: str = "configured"  # why this backend runs (``backend: auto`` says what it measured)
 
     @abc.abstractmethod
     def infer(

@@ -24,7 +24,6 @@ tensors with IO binding (no host copies); ORT runs on torch's current CUDA strea
 from __future__ import annotations
 
 import ast
-import dataclasses
 import logging
 import operator
 import os
@@ -34,15 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from engines.backends.base import Backend, ModelSpec
-from engines.backends.torch_backend import build_spec, resolve_device
-from engines.export import DEFAULT_OPSET, ensure_export, load_manifest
-from engines.outputs import InstanceOutput, SemanticOutput
-from engines.registry import get_model_entry
-from engines.split import SplitMaskRCNN, SplitSemantic, configure_detection
-from engines.weights import DEFAULT_SEED, LoadedWeights, build_model, resolve_weights
+from engines.backends.graph_runner import ExportedGraphBackend
+from engines.backends.graph_runner import resolve_export as _resolve_export  # noqa: F401 - TensorRT's
+from engines.backends.torch_backend import resolve_device
+from engines.export import DEFAULT_OPSET
+from engines.weights import DEFAULT_SEED, LoadedWeights
 from pipeline.errors import ModelError
 
 __all__ = [
@@ -259,7 +256,7 @@ class OrtGraph:
         return outputs
 
 
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(ExportedGraphBackend):
     """ONNX Runtime inference of one registry model through the shared model split.
 
     Options as ``TorchBackend`` (``num_classes``, ``seed``, ``min_size``, ``max_size``,
@@ -302,22 +299,16 @@ class OnnxRuntimeBackend(Backend):
                 "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu "
                 "for CUDA)"
             ) from exc
-        entry = get_model_entry(model)
         self.device = resolve_device(device)
-        net, loaded, export_dir, manifest = _resolve_export(
-            entry.name, weights, num_classes, seed, onnx_dir, opset, argmax, progress
-        )
-        if onnx_dir is not None:  # the export's recorded input size, unless overridden
-            min_size = min_size if min_size is not None else manifest["input"].get("min_size")
-            max_size = max_size if max_size is not None else manifest["input"].get("max_size")
-        #: What was loaded (without its tensors).
-        self.weights: LoadedWeights = dataclasses.replace(loaded, state_dict=None)
-        self.spec: ModelSpec = build_spec(
-            entry, self.weights, net, min_size=min_size, max_size=max_size
-        )
-        self.export_dir: Path = export_dir
-        self.manifest: dict[str, Any] = manifest
-        self.options: dict[str, Any] = {}
+        net = self._load_export(
+            model, weights, num_classes=num_classes, seed=seed, min_size=min_size,
+            max_size=max_size, onnx_dir=onnx_dir, opset=opset, argmax=argmax, progress=progress,
+            detection={"box_score_thresh": box_score_thresh, "box_nms_thresh": box_nms_thresh,
+                       "box_detections_per_img": box_detections_per_img,
+                       "rpn_pre_nms_top_n_test": rpn_pre_nms_top_n_test,
+                       "rpn_post_nms_top_n_test": rpn_post_nms_top_n_test},
+        )  # fmt: skip
+        export_dir, manifest = self.export_dir, self.manifest
 
         stream = None
         if self.device.type == "cuda":
@@ -344,30 +335,9 @@ class OnnxRuntimeBackend(Backend):
                 info["inputs"], info["outputs"], cuda_stream=stream,
             )  # fmt: skip
 
-        if entry.task == "instance":
-            self.options = configure_detection(
-                net,
-                box_score_thresh=box_score_thresh,
-                box_nms_thresh=box_nms_thresh,
-                box_detections_per_img=box_detections_per_img,
-                rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
-                rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
-            )
-            self.graphs = {k: graph(k) for k in ("dense", "box_head", "mask_head")}
-            split = SplitMaskRCNN(
-                net.to(self.device).eval(),
-                dense=self.graphs["dense"],
-                box=self.graphs["box_head"],
-                mask=self.graphs["mask_head"],
-                feature_names=manifest.get("feature_names") or None,
-            )
-            split.drop_dense_weights()
-            self._run: Callable[..., Any] = split
-        else:
-            self.graphs = {"semantic": graph("semantic")}
-            self._run = SplitSemantic(self.graphs["semantic"], argmax=bool(manifest["argmax"]))
-            del net
-        used = self.graphs[next(iter(self.graphs))].providers
+        self._assemble(net, graph)
+        del net
+        used = self.providers
         log.info("onnxruntime %s providers: %s (%s)", ort.__version__, ", ".join(used), export_dir)
 
     def __repr__(self) -> str:
@@ -399,105 +369,3 @@ class OnnxRuntimeBackend(Backend):
     def providers(self) -> list[str]:
         """Execution providers the sessions use, best first."""
         return self.graphs[next(iter(self.graphs))].providers
-
-    def infer(
-        self, batch: Tensor, image_sizes: list[tuple[int, int]]
-    ) -> list[InstanceOutput] | list[SemanticOutput]:
-        """Run one padded batch [B, 3, H, W]; one output per image, on ``self.device``."""
-        if batch.dim() != 4 or batch.shape[1] != 3:
-            raise ValueError(f"expected a [B, 3, H, W] batch, got {tuple(batch.shape)}")
-        if len(image_sizes) != batch.shape[0]:
-            raise ValueError(f"{len(image_sizes)} image sizes for a batch of {batch.shape[0]}")
-        sizes = [(int(h), int(w)) for h, w in image_sizes]
-        for h, w in sizes:
-            if h > batch.shape[2] or w > batch.shape[3]:
-                raise ValueError(f"image size {h}x{w} exceeds the batch {tuple(batch.shape)}")
-        with torch.inference_mode():
-            batch = batch.to(self.device, torch.float32, non_blocking=True)
-            return self._run(batch, sizes)
-
-    def close(self) -> None:
-        """Release the sessions."""
-        self.graphs = {}
-        self._run = _closed
-
-
-def _closed(*_args: Any) -> Any:
-    raise RuntimeError("backend is closed")
-
-
-def _resolve_export(
-    model_name: str,
-    weights: str | LoadedWeights | None,
-    num_classes: int | None,
-    seed: int | None,
-    onnx_dir: str | os.PathLike[str] | None,
-    opset: int,
-    argmax: bool,
-    progress: bool,
-) -> tuple[nn.Module, LoadedWeights, Path, dict[str, Any]]:
-    """Model (for the glue), weights, export directory and manifest of a backend.
-
-    Shared with the TensorRT backend, which builds its engines from the same exports.
-    """
-    say = print if progress else None
-    explicit_weights = isinstance(weights, LoadedWeights) or (
-        weights is not None and str(weights).strip().lower() != "default"
-    )
-    if onnx_dir is not None:
-        directory = Path(onnx_dir).expanduser()
-        manifest = load_manifest(directory, verify_files=False)
-        if manifest["model"] != model_name:
-            raise ModelError(f"{directory} is an export of {manifest['model']}, not {model_name}")
-        if explicit_weights:
-            loaded = _load(model_name, weights, num_classes, seed)
-            net = build_model(loaded)
-            return (*_checked(net, loaded, directory, manifest), directory, manifest)
-        loaded = _weights_from_manifest(model_name, manifest)
-        net = build_model(loaded)  # random init: only the glue (anchors, poolers) is used
-        return net, loaded, directory, manifest
-    loaded = _load(model_name, weights, num_classes, seed)
-    net = build_model(loaded)
-    directory, manifest = ensure_export(loaded, net, opset=opset, argmax=argmax, progress=say)
-    return net, loaded, directory, manifest
-
-
-def _load(
-    model_name: str, weights: Any, num_classes: int | None, seed: int | None
-) -> LoadedWeights:
-    if isinstance(weights, LoadedWeights):
-        if weights.model_name != model_name:
-            raise ModelError(f"weights for {weights.model_name} given to model {model_name}")
-        return weights
-    return resolve_weights(model_name, weights, num_classes, seed=seed)
-
-
-def _checked(
-    net: nn.Module, loaded: LoadedWeights, directory: Path, manifest: dict[str, Any]
-) -> tuple[nn.Module, LoadedWeights]:
-    from engines.export import state_dict_sha256
-
-    if (manifest.get("weights") or {}).get("sha256") != state_dict_sha256(net):
-        raise ModelError(
-            f"the ONNX export in {directory} was made from other weights than {loaded.source} "
-            "(export again, or leave --weights at default to use the export's own)"
-        )
-    return net, loaded
-
-
-def _weights_from_manifest(model_name: str, manifest: dict[str, Any]) -> LoadedWeights:
-    """A weights description from an export manifest (no tensors: the graphs hold them)."""
-    info = manifest.get("weights") or {}
-    names = manifest.get("class_names")
-    if not isinstance(names, list) or not names:
-        raise ModelError("the export manifest lists no class names")
-    return LoadedWeights(
-        model_name=model_name,
-        state_dict=None,
-        class_names=tuple(str(n) for n in names),
-        tag=str(info.get("tag", "onnx")),
-        untrained=bool(info.get("untrained", False)),
-        source=f"ONNX export ({info.get('source', 'unknown weights')})",
-        seed=DEFAULT_SEED,
-        meta=dict(info.get("meta") or {}),
-    )
