@@ -3,7 +3,17 @@
 
 import sys
 
-from pipeline.cli import main
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline import startup_signals
+
+    # before any other import: a Ctrl-C while they run ends the program with one line and
+    # 130 (see pipeline/startup_signals.py), never with a traceback
+    startup_signals.defer()
+    try:
+        from pipeline.cli import main
+
+        code = main()
+    except KeyboardInterrupt:
+        print("error: aborted by signal", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -9,10 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline import startup_signals
 from pipeline.config import apply_overrides, load_config
 from pipeline.errors import PipelineError
+from pipeline.output_paths import check_output_paths
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+ABORTED = "aborted by signal"
 
 
 def _none_or(value: str) -> str | None:
@@ -95,20 +99,36 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="segstream: %(message)s", stream=sys.stderr)
+    """Run the pipeline from the command line; returns the exit code (0, 2 bad input or a
+    failed run, 130 interrupted by Ctrl-C/SIGTERM)."""
+    startup_signals.defer()  # again, for callers other than run_pipeline.py
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO, format="segstream: %(message)s", stream=sys.stderr)
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"error: {ABORTED}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        startup_signals.restore()
+
+
+def _run(args: argparse.Namespace) -> int:
     log = logging.getLogger("segstream")
     try:
         config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
         config = load_config(config_path)
         config = apply_overrides(config, overrides_from_args(args))
+        check_output_paths(config)  # before importing torch: a bad path fails in a moment
 
         from pipeline.supervisor import Supervisor
 
-        report = Supervisor(config, verbose=args.verbose).run()
+        if startup_signals.resume():  # a signal came during the imports above
+            raise KeyboardInterrupt
+        report = Supervisor(config, verbose=args.verbose).run()  # takes signals over
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)  # an abort by a second Ctrl-C: 130
     if config.output.report:
         Path(config.output.report).parent.mkdir(parents=True, exist_ok=True)
         Path(config.output.report).write_text(json.dumps(report, indent=2))
@@ -123,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
         f", overlay: {config.output.video}" if config.output.video else "",
         f", report: {config.output.report}" if config.output.report else "",
     )
-    return 130 if report.get("interrupted") else 0
+    return EXIT_INTERRUPTED if report.get("interrupted") else 0

@@ -13,18 +13,32 @@ Only the wire format in docs/PROTOCOL.md is used: a consumer in any language can
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import numpy as np
 import zmq
 
 from pipeline import messages
 from pipeline.messages import ProtocolVersionError
 from pipeline.ops.rle import decode as decode_rle
+from pipeline.ops.rle import decompress_counts
 from pipeline.transport import sockets
+
+log = logging.getLogger("segstream.client")
+
+# Largest frame (width * height) a consumer accepts. A few header bytes can declare any
+# size, and a mask of that size is allocated when decoded: a bound keeps a corrupt or
+# hostile message from exhausting memory (2**28 px is 16384 x 16384).
+MAX_FRAME_PIXELS = 1 << 28
+
+
+class MalformedMessageError(ValueError):
+    """A message that does not follow docs/PROTOCOL.md (bad layout, encoding, keys or sizes)."""
 
 
 @dataclass
@@ -63,9 +77,105 @@ class ReceivedFrame:
         return np.stack([inst.mask() for inst in self.instances])
 
 
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise MalformedMessageError(what)
+
+
+def _view(frame: Any) -> memoryview:
+    """The bytes of a part, whether bytes or a zmq.Frame (``recv_multipart(copy=False)``)."""
+    return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+
+
+def _unpack(frames: Sequence[Any]) -> tuple[str, dict[str, Any], list[memoryview]]:
+    """Split and decode an envelope, turning every decoding failure into one error type."""
+    _require(len(frames) >= 2, f"{len(frames)} part(s), needs at least topic and header")
+    try:
+        topic = bytes(_view(frames[0])).removesuffix(messages.TOPIC_END).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedMessageError("topic is not UTF-8") from None
+    try:
+        header = messages.unpack_header(_view(frames[1]))
+    except (ValueError, TypeError, msgpack.UnpackException) as err:  # ExtraData, FormatError, ...
+        raise MalformedMessageError(f"header is not one MessagePack value ({type(err).__name__})") from None
+    _require(isinstance(header, dict), "header is not a MessagePack map")
+    _require(all(isinstance(k, str) for k in header), "header has a key that is not a string")
+    messages.check_version(header)  # before the schema checks: another major may differ
+    return topic, header, [_view(f) for f in frames[2:]]
+
+
+def _check_rle(rle: Any, height: int, width: int, where: str) -> None:
+    """The mask must cover the frame, with runs that add up to exactly its pixels (checked
+    before decoding, which allocates height * width)."""
+    _require(isinstance(rle, dict), f"{where}: mask is not a map")
+    _require(rle.get("size") == [height, width], f"{where}: mask size {rle.get('size')!r} is not [{height}, {width}]")
+    _require(isinstance(rle.get("counts"), str), f"{where}: mask counts is not a string")
+    try:
+        counts = decompress_counts(rle["counts"])
+    except ValueError:  # non-ASCII, truncated
+        raise MalformedMessageError(f"{where}: mask counts cannot be decoded") from None
+    pixels = height * width
+    # bounded values first, so that the sum cannot overflow int64
+    _require(counts.size <= pixels + 1 and bool(np.all((counts >= 0) & (counts <= pixels)))
+             and int(counts.sum()) == pixels, f"{where}: mask runs do not add up to {pixels} pixels")
+
+
+def _check_frame(header: dict[str, Any], buffers: list[memoryview]) -> None:
+    """Every key this client reads has the documented type, and every declared size fits
+    the frame and the buffers, so that decoding cannot fail or over-allocate later."""
+    _require(isinstance(header.get("stream"), str), "frame: 'stream' is not a string")
+    _require(_int(header.get("seq")) and header["seq"] >= 0, "frame: 'seq' is not a non-negative integer")
+    _require(header.get("run") is None or isinstance(header["run"], str), "frame: 'run' is not a string")
+    height, width = header.get("height"), header.get("width")
+    _require(_int(height) and _int(width) and height >= 0 and width >= 0, "frame: bad 'width'/'height'")
+    _require(height * width <= MAX_FRAME_PIXELS, f"frame: {width}x{height} exceeds {MAX_FRAME_PIXELS} pixels")
+    _require(isinstance(header.get("instances"), list), "frame: 'instances' is not a list")
+    for i, inst in enumerate(header["instances"]):
+        where = f"frame: instance {i}"
+        _require(isinstance(inst, dict), f"{where} is not a map")
+        _require(_int(inst.get("id")) and _int(inst.get("class_id")), f"{where}: 'id'/'class_id' not integers")
+        _require(_number(inst.get("score")), f"{where}: 'score' is not a number")
+        _require(isinstance(inst.get("class_name", ""), str), f"{where}: 'class_name' is not a string")
+        box = inst.get("box")
+        _require(isinstance(box, list) and len(box) == 4 and all(map(_number, box)), f"{where}: 'box' is not 4 numbers")
+        _check_rle(inst.get("mask"), height, width, where)
+    semantic = header.get("semantic")
+    if semantic is None:
+        return
+    _require(isinstance(semantic, dict), "frame: 'semantic' is not a map")
+    index, step = semantic.get("buffer"), semantic.get("step")
+    _require(_int(index) and 0 <= index < len(buffers), f"frame: semantic buffer {index!r} not among {len(buffers)}")
+    _require(semantic.get("encoding") == "mono8", f"frame: semantic encoding {semantic.get('encoding')!r}")
+    _require(semantic.get("height") == height and semantic.get("width") == width,
+             "frame: semantic size differs from the frame's")
+    _require(_int(step) and step >= width, f"frame: semantic step {step!r} is below the width")
+    _require(buffers[index].nbytes == height * step,
+             f"frame: semantic buffer has {buffers[index].nbytes} bytes, {height}x{step} declared")
+
+
 def decode_frame(frames: Sequence[Any]) -> ReceivedFrame:
-    """Decode one multipart envelope; raises ProtocolVersionError on an unknown major."""
-    topic, header, buffers = messages.decode_envelope(frames)
+    """Decode and check one multipart envelope.
+
+    Raises ``ProtocolVersionError`` for an unknown major version (or none) and
+    ``MalformedMessageError`` for anything else that does not follow docs/PROTOCOL.md; every
+    size a frame declares is checked against the frame and its buffers before anything is
+    allocated. Messages of other schemas (status, ...) come back with their header only.
+    """
+    topic, header, buffers = _unpack(frames)
+    if header.get("schema") == messages.SCHEMA_STATUS:
+        _require(isinstance(header.get("event"), str), "status: 'event' is not a string")
+    if header.get("schema") != messages.SCHEMA_FRAME:
+        _require(isinstance(header.get("schema"), str), "header has no 'schema' string")
+        return ReceivedFrame(topic, header)
+    _check_frame(header, buffers)
     class_map = None
     semantic = header.get("semantic")
     if semantic:
@@ -81,7 +191,7 @@ def decode_frame(frames: Sequence[Any]) -> ReceivedFrame:
             box=tuple(d["box"]),
             rle=d["mask"],
         )
-        for d in header.get("instances", [])
+        for d in header["instances"]
     ]
     return ReceivedFrame(topic, header, instances, class_map)
 
@@ -93,7 +203,10 @@ class ResultSubscriber:
     an unknown major protocol version are counted in ``self.rejected`` and skipped. A frame
     whose seq this subscriber has already had from the same run and stream (publish sends
     the frames since its last commit again after a restart of that stage) is counted in
-    ``self.duplicates`` and skipped, so each frame is yielded at most once.
+    ``self.duplicates`` and skipped, so each frame is yielded at most once. A message that
+    does not follow the protocol (see ``decode_frame``) is counted in ``self.malformed`` and
+    skipped, with one warning the first time: one bad message never ends the stream.
+    Messages of a schema this client does not know are counted in ``self.ignored``.
     """
 
     def __init__(
@@ -104,7 +217,9 @@ class ResultSubscriber:
         curve_secret_key: str | None = None,
         curve_server_key: str | None = None,
     ) -> None:
-        """``curve_secret_key`` (our ``NAME.key_secret``) and ``curve_server_key`` (the
+        """``topics``: stream ids to receive (``""``: every stream); each subscribes to
+        exactly that stream (its topic and terminator), never to ids it is a prefix of.
+        ``curve_secret_key`` (our ``NAME.key_secret``) and ``curve_server_key`` (the
         publisher's ``server.key``) together enable CURVE encryption/authentication."""
         self.endpoint = endpoint
         self.ctx = zmq.Context()
@@ -117,9 +232,13 @@ class ResultSubscriber:
             def prepare(sock: zmq.Socket) -> None:
                 secure_subscriber(sock, curve_secret_key, curve_server_key)
 
-        self.sock = sockets.subscriber(self.ctx, endpoint, topics, hwm=hwm, prepare=prepare)
+        # the terminator makes ZeroMQ's prefix match exact: "1" no longer receives "10"
+        exact = [messages.topic_bytes(t).decode("utf-8") if t else "" for t in topics]
+        self.sock = sockets.subscriber(self.ctx, endpoint, exact, hwm=hwm, prepare=prepare)
         self.rejected = 0
         self.duplicates = 0
+        self.malformed = 0
+        self.ignored = 0
         self.statuses: list[dict[str, Any]] = []
         self._last_seq: dict[tuple[Any, str], int] = {}  # (run, stream) -> newest seq yielded
 
@@ -136,13 +255,26 @@ class ResultSubscriber:
             except ProtocolVersionError:
                 self.rejected += 1
                 continue
-            if frame.header.get("schema") == messages.SCHEMA_STATUS:
+            except MalformedMessageError as err:
+                self._skip_malformed(err)
+                continue
+            schema = frame.header["schema"]
+            if schema == messages.SCHEMA_STATUS:
                 self.statuses.append(frame.header)
+                continue
+            if schema != messages.SCHEMA_FRAME:
+                self.ignored += 1
                 continue
             if self._seen(frame):
                 self.duplicates += 1
                 continue
             return frame
+
+    def _skip_malformed(self, err: MalformedMessageError) -> None:
+        self.malformed += 1
+        if self.malformed == 1:  # one line, not one per message: a bad sender may flood
+            log.warning("skipping malformed message(s) from %s (first: %s); counted in .malformed",
+                        self.endpoint, err)
 
     def _seen(self, frame: ReceivedFrame) -> bool:
         """True for a seq already yielded in this run and stream (a republished frame)."""
@@ -167,6 +299,7 @@ class ResultSubscriber:
             yield frame
 
     def close(self) -> None:
+        """Close the socket and its context (pending messages are dropped)."""
         self.sock.close(0)
         self.ctx.term()
 

@@ -21,7 +21,10 @@ import numpy as np
 SCHEMA_FRAME = "segstream.frame"
 SCHEMA_STATUS = "segstream.status"
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 1  # 1.1: frame results carry ``run``
+PROTOCOL_MINOR = 2  # 1.1: frame results carry ``run``; 1.2: topics end with TOPIC_END
+# Ends every topic (part 0): ZeroMQ matches subscriptions by prefix, so without it a
+# subscriber to stream "1" also gets "10". NUL cannot occur in a stream id.
+TOPIC_END = b"\x00"
 
 Buffer = bytes | memoryview | np.ndarray
 
@@ -52,14 +55,21 @@ def decode(frames: Sequence[Any]) -> tuple[dict[str, Any], list[memoryview]]:
 
 def encode_envelope(topic: str, header: dict[str, Any], buffers: Sequence[Buffer] = ()) -> list[Buffer]:
     """Consumer message: ``[topic, header, *buffers]``; the header must carry schema/version."""
-    return [topic.encode("utf-8"), *encode(header, buffers)]
+    return [topic_bytes(topic), *encode(header, buffers)]
+
+
+def topic_bytes(stream: str) -> bytes:
+    """Part 0 for a stream id, also the exact subscription for that stream alone."""
+    if "\x00" in stream:
+        raise ValueError(f"stream id {stream!r} contains NUL, which ends topics")
+    return stream.encode("utf-8") + TOPIC_END
 
 
 def decode_envelope(frames: Sequence[Any]) -> tuple[str, dict[str, Any], list[memoryview]]:
     """Inverse of ``encode_envelope``; raises ``ProtocolVersionError`` on an unknown major."""
     if len(frames) < 2:
         raise ValueError(f"envelope needs at least 2 frames (topic, header), got {len(frames)}")
-    topic = bytes(_bytes(frames[0])).decode("utf-8")
+    topic = bytes(_bytes(frames[0])).removesuffix(TOPIC_END).decode("utf-8")  # 1.1 topics had no end byte
     header, buffers = decode(frames[1:])
     check_version(header)
     return topic, header, buffers

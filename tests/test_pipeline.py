@@ -21,7 +21,7 @@ from pipeline.config import apply_overrides
 from pipeline.reference import run_reference
 from pipeline.supervisor import Supervisor
 
-VOLATILE = {"capture_ns", "publish_ns"}  # wall-clock fields differ between two runs
+VOLATILE = {"capture_ns", "publish_ns", "run"}  # wall-clock fields and the run id differ between two runs
 
 
 def _records(path) -> list[dict]:
