@@ -81,7 +81,9 @@ class ModelConfig(_Section):
 
     name: str = "maskrcnn_demo"
     weights: str = "demo"  # torchvision weight name, checkpoint path, "random" or "demo"
-    backend: Literal["pytorch", "onnxruntime", "tensorrt", "auto"] = "pytorch"
+    # auto: the fastest installed backend for this model, size, batch and machine, measured
+    # once and remembered (engines/backends/autoselect.py)
+    backend: Literal["pytorch", "onnxruntime", "openvino", "tensorrt", "auto"] = "auto"
     device: Literal["cpu", "cuda"] = "cpu"
     min_size: int | None = Field(default=None, ge=32)  # None: the model's own default
     max_size: int | None = Field(default=None, ge=32)
@@ -140,6 +142,9 @@ class OutputConfig(_Section):
 
     video: str | None = "out/overlay.mp4"  # overlay video; null disables drawing and encoding
     codec: str | None = None  # None: chosen by the container (mp4 -> libx264, webm -> vp9, avi -> mjpeg)
+    # encoder options over the codec's defaults, e.g. {preset: veryfast, crf: 18} for smaller
+    # files at more CPU per frame (libx264's default here is preset ultrafast, crf 20)
+    encoder_options: dict[str, str | int | float] = Field(default_factory=dict)
     publish: str | None = "tcp://127.0.0.1:5560"  # ZeroMQ PUB endpoint for results; null disables
     allow_remote: bool = False  # binding a non-loopback address needs this
     curve_secret_key: str | None = None  # CURVE: the publisher's secret key file (encrypts tcp publish)
@@ -157,6 +162,20 @@ class OutputConfig(_Section):
         return endpoint
 
 
+class ResourcesConfig(_Section):
+    """Threads (and cores) per stage; every value left out is planned from the cores this
+    process may use (see ``pipeline/resources.py``). ``resources: auto`` is all defaults."""
+
+    model_threads: int | None = Field(default=None, ge=1, le=1024)  # infer; None: every usable core
+    light_threads: int = Field(default=1, ge=1, le=64)  # capture, preprocess, postprocess, publish
+    codec_threads: int | None = Field(default=None, ge=1, le=64)  # video encoder; None: cores / 4
+    pin_cpus: bool = False  # pin the model stage and the light stages to separate cores (3+ cores)
+
+    def plan_options(self) -> dict[str, Any]:
+        return {"model_threads": self.model_threads, "light_threads": self.light_threads,
+                "codec_threads": self.codec_threads, "pin_cpus": self.pin_cpus}
+
+
 class PipelineConfig(_Section):
     """The whole run."""
 
@@ -166,6 +185,12 @@ class PipelineConfig(_Section):
     transport: TransportConfig = Field(default_factory=TransportConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _resources_auto(cls, value: Any) -> Any:
+        return {} if value in ("auto", None) else value
 
     def segment_frames(self) -> int:
         """Frames per closed overlay segment: ``video_segment_frames`` rounded up to whole

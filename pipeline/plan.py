@@ -14,6 +14,7 @@ from typing import Any
 
 from engines.backends.base import ModelSpec
 from pipeline.config import PipelineConfig
+from pipeline.resources import ResourcePlan, StageBudget
 from pipeline.sources.base import SourceInfo
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "publish")
@@ -35,6 +36,7 @@ class RunPlan:
     streams: list[dict[str, Any]] = field(default_factory=list)  # [{"id", "uri", "info"}]
     stream_id: str = "0"
     extra: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)  # ResourcePlan.to_dict(): budget per stage
 
     # -- typed views ---------------------------------------------------------------------
     def pipeline_config(self) -> PipelineConfig:
@@ -46,6 +48,12 @@ class RunPlan:
         data["image_mean"] = tuple(data["image_mean"])
         data["image_std"] = tuple(data["image_std"])
         return ModelSpec(**data)
+
+    def stage_budget(self, stage: str) -> StageBudget:
+        """The threads (and cores) the resource plan gives ``stage`` (one thread if unplanned)."""
+        if not self.resources:
+            return StageBudget(threads=1)
+        return ResourcePlan.from_dict(self.resources).budget(stage)
 
     def source_info(self, stream: str | None = None) -> SourceInfo:
         """The combined source info, or one stream's."""

@@ -8,7 +8,10 @@ sequential baseline.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import islice
+
+import torch
 
 from engines.backends.base import Backend
 from engines.outputs import InstanceOutput
@@ -21,6 +24,7 @@ from pipeline.postprocess import (
     class_map_from_output,
     instances_from_output,
 )
+from pipeline.resources import ResourcePlan, plan_resources, usable_cores
 from pipeline.results import FrameResult
 from pipeline.sources import open_source
 from pipeline.sources.base import Frame
@@ -42,19 +46,41 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
         yield batch
 
 
+@contextmanager
+def _threads(count: int | None):
+    """torch's intra-op threads set to ``count`` inside the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def segment_frames(
     backend: Backend,
     frames: Iterator[Frame],
     params: PostprocessParams,
     batch_size: int = 1,
     stream: str = "0",
+    resources: ResourcePlan | None = None,
 ) -> Iterator[tuple[Frame, FrameResult, InstanceFrame | None]]:
-    """Yield (frame, result, instance details) for every frame, in order."""
+    """Yield (frame, result, instance details) for every frame, in order.
+
+    ``resources``: run the transform and the model with the thread counts the pipeline's
+    preprocess and infer stages get, so results match theirs bit for bit (some CPU kernels
+    split work by thread). None: this process's threads throughout.
+    """
     spec = backend.spec
     seq = 0
+    prepare_threads = resources.budget("preprocess").threads if resources else None
+    model_threads = resources.budget("infer").threads if resources else None
     for batch in _batches(frames, batch_size):
-        images = [prepare_image(f.image, spec, device=backend.device) for f in batch]
-        outputs, sizes = infer_images(backend, images)
+        with _threads(prepare_threads):
+            images = [prepare_image(f.image, spec, device=backend.device) for f in batch]
+        with _threads(model_threads):
+            outputs, sizes = infer_images(backend, images)
         for frame, size, output in zip(batch, sizes, outputs, strict=True):
             frame_size = frame.image.shape[:2]
             result = FrameResult(
@@ -84,7 +110,8 @@ def segment_frames(
 
 def run_reference(config: PipelineConfig, batch_size: int | None = None) -> list[FrameResult]:
     """Results of ``config``'s first stream computed in this process (no video, no sockets)."""
-    backend = open_backend(config.model)
+    resources = plan_resources(usable_cores(), **config.resources.plan_options())
+    backend = open_backend(config.model, threads=resources.budget("infer").threads)
     source = open_source(config.source.uris[0])
     try:
         return [
@@ -94,6 +121,7 @@ def run_reference(config: PipelineConfig, batch_size: int | None = None) -> list
                 islice(source.frames(), config.source.max_frames),
                 params_from_config(config),
                 batch_size or config.batching.batch_size,
+                resources=resources,
             )
         ]
     finally:

@@ -28,7 +28,9 @@ from engines.registry import get_model_entry
 from engines.transform import target_size
 from pipeline.config import HOPS, PipelineConfig
 from pipeline.errors import ConfigError, PipelineError, StageError
+from pipeline.output_paths import check_output_paths
 from pipeline.plan import STAGES, RunPlan, source_info_to_dict
+from pipeline.resources import ResourcePlan, plan_resources, usable_cores
 from pipeline.sinks.segmented_video import salvage_segments, stream_video_path
 from pipeline.sources.base import SourceInfo
 from pipeline.transport import sockets
@@ -40,6 +42,13 @@ RUN_DIR_PREFIX = "segstream-run-"
 LOG_DIR = Path(tempfile.gettempdir()) / "segstream-logs"
 MODEL_LOAD_TIMEOUT_S = 300.0
 EXIT_GRACE_S = 30.0  # after the last "done", how long stages get to exit on their own
+
+
+class AbortedError(PipelineError):
+    """Stopped by a signal without draining: a second Ctrl-C/SIGTERM, or one before any
+    frame was read (nothing to drain). Exits with 130 like a drained Ctrl-C."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -154,6 +163,7 @@ class Supervisor:
         self._started = time.monotonic()
         self.publish_endpoint: str | None = None
         self.stream_infos: list[SourceInfo] = []
+        self.resources: ResourcePlan = plan_resources(usable_cores(), **config.resources.plan_options())
 
     # -- planning ------------------------------------------------------------------------
     def _validate(self) -> SourceInfo:
@@ -170,6 +180,7 @@ class Supervisor:
                           ("output.curve_authorized_dir", out.curve_authorized_dir)):
             if path is not None and not Path(path).exists():
                 raise ConfigError(f"{key}: '{path}' does not exist")
+        check_output_paths(self.config)  # a bad path fails now, not once the model has loaded
         get_model_entry(self.config.model.name)  # unknown model: fail before anything starts
         self.stream_infos = []
         for uri in self.config.source.uris:
@@ -219,6 +230,7 @@ class Supervisor:
                 {"id": str(i), "uri": uri, "info": source_info_to_dict(stream_info)}
                 for i, (uri, stream_info) in enumerate(zip(self.config.source.uris, self.stream_infos, strict=True))
             ],
+            resources=self.resources.to_dict(),
         )
 
     # -- processes -----------------------------------------------------------------------
@@ -226,7 +238,11 @@ class Supervisor:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         stderr = None if self.verbose else open(self.run_dir / f"{name}.log", "wb")  # noqa: SIM115
         cmd = [sys.executable, "-m", "pipeline.stages", name, str(plan_path), str(os.getpid())]
-        self.stages[name].process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+        # thread pools read their size and wait policy once, at load: set before the start
+        env = {**os.environ, **self.resources.budget(name).environment()}
+        self.stages[name].process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, env=env
+        )
         self.stages[name].last_seen = time.monotonic()
         if stderr is not None:
             stderr.close()
@@ -279,11 +295,13 @@ class Supervisor:
             while events.poll(0):
                 header, _ = sockets.recv(events)
                 self._handle_event(header)
+        if self._signals and not self._start_sent:
+            raise AbortedError("aborted by signal")  # starting up: nothing to drain, no model to wait for
         if self._signals and not self._draining:
             self._draining = True
             log.warning("stopping: draining frames in flight (Ctrl-C again to abort)")
         if self._signals > 1:
-            raise PipelineError("aborted by signal")
+            raise AbortedError("aborted by signal")
         if self._draining:
             sockets.send(self.control, {"type": "drain"})
         elif self._start_sent and not self._capture_started and self.stages["capture"].ready:
@@ -352,6 +370,8 @@ class Supervisor:
             self._start("infer", plan_path)
             self._wait_ready(events, ["infer"])
             plan.spec = self.stages["infer"].info["spec"]
+            infer = self.stages["infer"].info
+            log.info("model %s on %s (%s)", plan.spec.get("model_id"), infer.get("backend"), infer.get("selection"))
             plan.save(plan_path)
             others = [n for n in STAGES if n != "infer"]
             for name in others:
@@ -374,9 +394,9 @@ class Supervisor:
         finally:
             if self._progress is not None:
                 self._progress.close()
+            self._cleanup()  # before the handlers go back: a Ctrl-C must not cut it short
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self._cleanup()
 
     def _open_progress(self, info: SourceInfo) -> None:
         if not (self.config.output.progress and sys.stderr.isatty()):
@@ -455,6 +475,7 @@ class Supervisor:
             "streams": stats["publish"].get("streams", {}),
             "model": plan.spec.get("model_id"),
             "backend": stats["infer"].get("backend"),
+            "backend_selection": self.stages["infer"].info.get("selection"),
             "device": self.config.model.device,
             "batch_size": self.config.batching.batch_size,
             "frames_read": stats["capture"].get("frames_read", 0),
@@ -477,9 +498,13 @@ class Supervisor:
                 name: {
                     "busy_s": round(s.get("busy_s", 0.0), 3),
                     "busy_fraction": round(s.get("busy_s", 0.0) / processing_s, 3) if processing_s else 0.0,
+                    # CPU time of every thread of the stage while frames flowed, per frame
+                    "core_ms_per_frame": round(s.get("cpu_s", 0.0) / done * 1000, 2) if done else None,
+                    "threads": self.resources.budget(name).threads,
                 }
                 for name, s in stats.items()
             },
+            "resources": self.resources.to_dict(),
             "interrupted": self._draining,
             "restarts": self.restart_log,
             "duplicates_dropped": stats["publish"].get("duplicates_dropped", 0),

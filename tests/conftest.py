@@ -23,7 +23,7 @@ def small_config(uri: str | Path | list[str], tmp_path: Path, **sections) -> Pip
     data = {
         "source": {"uri": uri if isinstance(uri, list) else str(uri)},
         "model": {"name": "maskrcnn_demo", "weights": "random", "min_size": 128, "max_size": 192,
-                  "score_threshold": 0.0},
+                  "score_threshold": 0.0, "backend": "pytorch"},
         "batching": {"batch_size": 3, "max_wait_ms": 10_000},  # deterministic batches: always full
         "output": {"video": str(tmp_path / "overlay.mp4"), "publish": f"ipc://{tmp_path}/pub.sock",
                    "save_results": str(tmp_path / "results.jsonl"), "progress": False},

@@ -136,6 +136,8 @@ def test_prepare_and_batch_bit_equal_to_torchvision(min_size, max_size, shapes) 
         assert tensor.dtype == torch.float32 and tensor.shape == (3, h, w)
         assert torch.equal(tensor, ref_list.tensors[i, :, :h, :w])
         assert torch.equal(prepare_image(torch.from_numpy(img), spec), tensor)  # tensor input
+        region = torch.full((3, h, w), float("nan"))  # written in place, as into a ring slot
+        assert prepare_image(img, spec, out=region) is region and torch.equal(region, tensor)
     batch, sizes = batch_images(prepared, 32)
     assert sizes == list(ref_list.image_sizes)
     assert batch.shape == ref_list.tensors.shape
@@ -155,6 +157,8 @@ def test_batch_images_without_padding_stride() -> None:
 
 def test_prepare_image_rejects_wrong_layout() -> None:
     spec = _spec(64, 128)
+    with pytest.raises(ValueError, match="out has shape"):
+        prepare_image(np.zeros((40, 40, 3), np.uint8), spec, out=torch.empty(3, 10, 10))
     with pytest.raises(ValueError, match="HxWx3"):
         prepare_image(np.zeros((3, 10, 10), np.uint8), spec)
     with pytest.raises(ValueError, match="uint8"):

@@ -40,8 +40,10 @@ def _config(video: Path, out: Path, **supervision):
 
 def _outputs(out: Path) -> tuple[list[dict], list[np.ndarray], list[int]]:
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    runs = {record.pop("run") for record in records}
+    assert len(runs) == 1  # a restart is still the same run
     for record in records:
-        record.pop("capture_ns")  # wall-clock time of decoding: the one field that differs
+        record.pop("capture_ns")  # wall-clock time of decoding: the one other field that differs
     with av.open(str(out / "overlay.mkv")) as container:
         frames = list(container.decode(video=0))
     return records, [f.to_ndarray(format="rgb24") for f in frames], [f.pts for f in frames]

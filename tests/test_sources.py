@@ -486,7 +486,9 @@ def _lazy_loader(uri: str, **options: object) -> Source:
 
 
 def test_open_source_synthetic_is_lazy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pipeline.sources.SOURCE_SCHEMES", dict(SOURCE_SCHEMES))
+    # the entry as it is before first use (an earlier test may have resolved it already)
+    monkeypatch.setattr("pipeline.sources.SOURCE_SCHEMES",
+                        {**SOURCE_SCHEMES, "synthetic": "pipeline.sources.synthetic:SyntheticSource"})
     try:
         import pipeline.sources.synthetic as synthetic
     except ImportError:

@@ -63,10 +63,13 @@ class SegmentedVideoWriter:
         segment_frames: int = 32,
         resume: dict | None = None,
         run: str | None = None,
+        threads: int | None = None,
+        options: dict[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.run = run or uuid.uuid4().hex[:8]  # the run id: names this writer's segments
-        self._args = dict(width=width, height=height, fps=fps, time_base=time_base, codec=codec)
+        self._args = dict(width=width, height=height, fps=fps, time_base=time_base, codec=codec, threads=threads,
+                          options=options)
         self.segment_frames = int(segment_frames)
         resume = resume or {}
         self.segments = int(resume.get("segments", 0))  # closed segments

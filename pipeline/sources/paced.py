@@ -21,6 +21,9 @@ class PacedSource(Source):
     def __init__(self, inner: Source) -> None:
         self.inner = inner
         self.uri = getattr(inner, "uri", "")
+        if hasattr(inner, "render_on_demand"):
+            # a synthetic scene played live: only the frames the pipeline takes are rendered
+            inner.render_on_demand = True
         self._stop = threading.Event()
 
     def info(self) -> SourceInfo:

@@ -70,6 +70,7 @@ from pipeline.sources.video_file import (
     _quarter_turns,
     _reason,
     _to_fraction,
+    budgeted_codec_threads,
     frame_to_rgb,
 )
 
@@ -156,7 +157,7 @@ class LiveAVSource(Source):
         wait_for_online: bool = False,
         reconnect_on_eof: bool | None = None,
         thread_type: str = "SLICE",
-        thread_count: int = 0,
+        thread_count: int | None = None,
     ) -> None:
         self.uri = str(uri)
         if not open_timeout_s > 0 or not read_timeout_s > 0:
@@ -176,7 +177,8 @@ class LiveAVSource(Source):
         self.status = LinkStatus(stream_id, on_status)
         self.reconnect_on_eof = reconnect_on_eof
         self.thread_type = thread_type
-        self.thread_count = thread_count
+        # None: the stage's budget (see video_file.budgeted_codec_threads)
+        self.thread_count = budgeted_codec_threads() if thread_count is None else thread_count
         self.decode_errors = 0  # packets the decoder rejected (corrupt/lost data)
         self.frames_read = 0
         self._stop = threading.Event()
@@ -578,7 +580,7 @@ class StreamSource(LiveAVSource):
         wait_for_online: bool = False,
         reconnect_on_eof: bool | None = None,
         thread_type: str = "SLICE",
-        thread_count: int = 0,
+        thread_count: int | None = None,
     ) -> None:
         uri = str(uri)
         self.scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""

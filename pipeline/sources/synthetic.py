@@ -26,6 +26,8 @@ from fractions import Fraction
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import numpy as np
+
 from pipeline.sources.base import Frame, Source, SourceError, SourceInfo
 from pipeline.synthetic import CLASS_NAMES, SceneFrame, SyntheticScene
 
@@ -138,6 +140,31 @@ def parse_synthetic_uri(uri: str, **options: Any) -> dict[str, Any]:
     return out
 
 
+class RenderedOnDemand(Frame):
+    """A frame of a synthetic scene whose pixels are rendered when first looked at.
+
+    A live feed delivers every frame but the pipeline takes only the newest (latest-wins
+    drops the rest). A camera pays nothing for the frames nobody takes; rendering them all
+    here cost more CPU than the model on small machines. The scene is random access, so the
+    frame's picture is the same whenever it is rendered.
+    """
+
+    def __init__(self, scene: SyntheticScene, index: int, time_base: Fraction, capture_ns: int) -> None:
+        # not Frame.__init__: ``image`` is a property here
+        self.scene = scene
+        self.index = index
+        self.pts = index
+        self.time_base = time_base
+        self.capture_ns = capture_ns
+        self._image: np.ndarray | None = None
+
+    @property
+    def image(self) -> np.ndarray:  # type: ignore[override]
+        if self._image is None:
+            self._image = self.scene.image(self.index)
+        return self._image
+
+
 class SyntheticSource(Source):
     """Frames of a ``SyntheticScene`` (see the module docstring for the URI)."""
 
@@ -151,6 +178,8 @@ class SyntheticSource(Source):
         self.realtime: bool = settings["realtime"]
         self.live: bool = settings["live"]
         self.scene = SyntheticScene(self.seed, self.width, self.height, float(self.fps))
+        # live (or wrapped by PacedSource): frames are rendered only when taken
+        self.render_on_demand: bool = self.live
         self._closed = False
 
     def info(self) -> SourceInfo:
@@ -183,14 +212,16 @@ class SyntheticSource(Source):
                 delay = start + index * period - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            image = self.scene.frame(index).image
-            yield Frame(
-                image=image,
-                index=index,
-                pts=index,
-                time_base=time_base,
-                capture_ns=time.time_ns(),
-            )
+            if self.render_on_demand:
+                yield RenderedOnDemand(self.scene, index, time_base, time.time_ns())
+            else:
+                yield Frame(
+                    image=self.scene.image(index),
+                    index=index,
+                    pts=index,
+                    time_base=time_base,
+                    capture_ns=time.time_ns(),
+                )
             index += 1
 
     def close(self) -> None:

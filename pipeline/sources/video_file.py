@@ -65,6 +65,15 @@ def _frame_rotation(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -
     return int(rotation or 0)
 
 
+def budgeted_codec_threads() -> int:
+    """Decoder threads a capture stage was given by the resource plan (its environment);
+    0 (FFmpeg's choice, one per core) outside a planned stage."""
+    try:
+        return max(0, int(os.environ.get("SEGSTREAM_CODEC_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
 def _quarter_turns(rotation: float) -> int:
     """Number of counter-clockwise quarter turns (0..3) closest to ``rotation`` degrees."""
     return int(round(rotation / 90.0)) % 4
@@ -86,7 +95,8 @@ class VideoFileSource(Source):
         max_frames: stop after this many frames (``None``: all).
         thread_type: decoder threading, ``"AUTO"`` (frame + slice), ``"FRAME"``,
             ``"SLICE"`` or ``"NONE"``.
-        thread_count: decoder threads (0: FFmpeg picks from the CPU count).
+        thread_count: decoder threads (0: FFmpeg picks from the CPU count; None: the codec
+            threads of the stage's resource budget, ``SEGSTREAM_CODEC_THREADS``, else 0).
 
     Attributes:
         decode_errors: packets skipped because the demuxer or decoder rejected them.
@@ -102,7 +112,7 @@ class VideoFileSource(Source):
         *,
         max_frames: int | None = None,
         thread_type: str = "AUTO",
-        thread_count: int = 0,
+        thread_count: int | None = None,
     ) -> None:
         self.uri = str(path)
         self.path = Path(path)
@@ -114,7 +124,7 @@ class VideoFileSource(Source):
             raise SourceError(f"max_frames must be >= 0, got {max_frames}")
         self.max_frames = max_frames
         self.thread_type = thread_type
-        self.thread_count = thread_count
+        self.thread_count = budgeted_codec_threads() if thread_count is None else thread_count
         self.decode_errors = 0
         self._container: av.container.InputContainer | None = self._open()
         self._stream_index = self._pick_stream(self._container).index

@@ -26,6 +26,7 @@ import numpy as np
 import zmq
 
 from pipeline.plan import RunPlan
+from pipeline.resources import apply_budget
 from pipeline.transport import sockets
 from pipeline.transport.shm import FrameRing, RingOverwriteError
 
@@ -56,6 +57,7 @@ class Stage:
         self.replay_requested = False  # capture: a downstream stage was restarted
         self._heartbeat_every = self.config.transport.heartbeat_s
         self._last_heartbeat = 0.0
+        self._cpu_at_ready = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
     def setup(self) -> None:
@@ -71,13 +73,19 @@ class Stage:
         raise NotImplementedError
 
     def run(self) -> None:
+        budget = self.plan.stage_budget(self.name)
+        apply_budget(budget)
         self.setup()
+        apply_budget(budget)  # again: setup may have loaded OpenCV, which sizes its own pool
         self.warm_up()
+        self._cpu_at_ready = time.process_time()
         self.emit("ready", **self.ready_info())
         # ``loop`` returns at each end-of-stream; keep serving (replays after a restart
         # elsewhere) until the supervisor has seen the whole pipeline finish and says exit.
         while True:
             self.loop()
+            # CPU time of every thread of this process since ready: what its work cost
+            self.stats["cpu_s"] = time.process_time() - self._cpu_at_ready
             self.emit("done", stats=self.stats)
 
     def ready_info(self) -> dict[str, Any]:

@@ -21,10 +21,11 @@ publish's last committed frame (files: decoded again up to there; live feeds: ca
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 
 import zmq
 
+from pipeline.policies.slot_credits import SlotCredits
 from pipeline.sources.paced import PacedSource
 from pipeline.sources.reconnect import status_message
 from pipeline.sources.stream import LatestFrameReader
@@ -49,14 +50,12 @@ class CaptureStage(Stage):
         if src.realtime:
             self.sources = [PacedSource(source) for source in self.sources]
         self.source = self.sources[0]
-        self.free_slots: deque[int] = deque(range(self.plan.ring_slots))
+        self.credits = SlotCredits(self.plan.ring_slots, self.config.batching.batch_size)
         # a restarted capture: every slot is ours again; handles still travelling are stale
         for slot in range(self.plan.ring_slots):
             self.ring.bump_generation(slot)
         # from the plan: asking a feed that is not online yet would wait for it here
         self.live = bool(self.plan.source.get("live"))
-        self.awaiting_model = 0  # frames sent but not yet taken into a batch by infer
-        self.in_flight: OrderedDict[int, dict] = OrderedDict()  # slot -> header, in send order
         self.eos: dict | None = None  # sent end-of-stream (sent again on replay)
         self.resume = read_progress(self.plan.run_dir).get("streams", {})
         self.seq = self._resume_seq(self.plan.stream_id, self.live)
@@ -76,35 +75,28 @@ class CaptureStage(Stage):
             self._replay_if_requested()
             while self.releases.poll(0, zmq.POLLIN):
                 self._credit(sockets.recv(self.releases)[0])
-            if not block or self.free_slots:
+            if not block or self.credits.has_free():
                 return
             self.releases.poll(LIVE_POLL_MS)
 
     def _credit(self, header: dict) -> None:
         if header.get("type") == "taken":
-            self.awaiting_model = max(0, self.awaiting_model - header["count"])
-            return
-        # releases name the generation: a late release of a replayed copy, or one from
-        # before this capture started, must not free a slot that holds another frame
-        sent = self.in_flight.get(header["slot"])
-        if sent is not None and sent["gen"] == header.get("gen"):
-            del self.in_flight[header["slot"]]
-            self.free_slots.append(header["slot"])
+            self.credits.taken(header["count"])
+        else:
+            self.credits.release(header["slot"], header.get("gen"))
 
     def _replay_if_requested(self) -> None:
         if not self.replay_requested:
             return
         self.replay_requested = False
         self.stats["replays"] += 1
-        for header in list(self.in_flight.values()):
-            if self.ring.generation(header["slot"]) == header["gen"]:
-                self.forward(self.downstream, header)
-                self.awaiting_model += 1
+        for header in self.credits.replay(self.ring.generation):
+            self.forward(self.downstream, header)
         if self.eos is not None:
             self.send(self.downstream, self.eos)
 
     def _can_send_live(self) -> bool:
-        return bool(self.free_slots) and self.awaiting_model < self.config.batching.batch_size
+        return self.credits.can_admit_live()
 
     def _wait_for_start(self) -> None:
         """Read nothing until every stage is ready: a live frame read while a downstream
@@ -135,7 +127,7 @@ class CaptureStage(Stage):
         self.send(self.downstream, self.eos)
 
     def _send_frame(self, frame, dropped: int, stream: str | None = None, seq: int | None = None) -> None:
-        slot = self.free_slots.popleft()
+        slot = self.credits.take()
         with self.busy():
             height, width = frame.image.shape[:2]
             # new generation before and after the write: a stage still holding an older
@@ -157,9 +149,8 @@ class CaptureStage(Stage):
             "capture_ns": frame.capture_ns,
             "dropped": dropped,
         }
-        self.in_flight[slot] = header
+        self.credits.sent(slot, header)
         self.forward(self.downstream, header)
-        self.awaiting_model += 1
         if seq is None:
             self.seq += 1
 
@@ -239,7 +230,7 @@ class CaptureStage(Stage):
                 for stream in streams:
                     self._forward_status(stream["reader"].pop_events(), stream["id"])
                 self._collect_releases(block=False)
-                if not (self._can_send_live() if any_live else self.free_slots):
+                if not (self._can_send_live() if any_live else self.credits.has_free()):
                     self.releases.poll(LIVE_POLL_MS)
                     continue
                 sent = False

@@ -17,8 +17,9 @@ import torch
 
 from engines.outputs import InstanceOutput
 from engines.transform import prepare_image
-from pipeline.inference import infer_images, open_backend
+from pipeline.inference import auto_probe, infer_images, open_backend
 from pipeline.plan import spec_to_dict
+from pipeline.policies.fixed_batches import FixedBatches
 from pipeline.stages.base import Stage
 from pipeline.transport import sockets
 from pipeline.transport.shm import RingOverwriteError
@@ -28,7 +29,12 @@ class InferStage(Stage):
     name = "infer"
 
     def setup(self) -> None:
-        self.backend = open_backend(self.config.model)
+        threads = self.plan.stage_budget(self.name).threads
+        probe = None
+        if self.config.model.backend == "auto":
+            probe = auto_probe((self.plan.source["height"], self.plan.source["width"]),
+                               self.config.batching.batch_size, threads)
+        self.backend = open_backend(self.config.model, probe, threads)
         self.spec = self.backend.spec
         self.device = self.backend.device
         self._pinned: dict[int, torch.Tensor] = {}
@@ -40,8 +46,8 @@ class InferStage(Stage):
         if self.plan.source.get("live"):
             self.admissions = sockets.push(self.ctx, self.plan.endpoints["release"], hwm=1000)
         self.fixed_batch = self.plan.fixed_batch_size()
-        self.batches: dict[int, dict[int, tuple[dict, list]]] = {}  # fixed batches being filled
-        self.total: int | None = None  # frames in the stream, once end-of-stream says
+        # files: batches fixed by seq (see pipeline/policies/fixed_batches.py)
+        self.fixed = FixedBatches(self.fixed_batch) if self.fixed_batch is not None else None
         self.stats.update(frames_processed=0, batches=0, batch_s_max=0.0, backend=self.backend.name)
 
     def warm_up(self) -> None:
@@ -49,7 +55,7 @@ class InferStage(Stage):
         infer_images(self.backend, [image] * self.config.batching.batch_size)
 
     def ready_info(self) -> dict:
-        return {"spec": spec_to_dict(self.spec), "backend": self.backend.name}
+        return {"spec": spec_to_dict(self.spec), "backend": self.backend.name, "selection": self.backend.selection}
 
     def loop(self) -> None:
         if self.fixed_batch is not None:
@@ -99,30 +105,20 @@ class InferStage(Stage):
             if header["type"] == "frame":
                 self._collect(header, buffers)
             elif header["type"] == "eos":
-                self.total = header.get("totals", {}).get(self.plan.stream_id, header.get("frames"))
-            self._run_whole_batches()
+                self.fixed.end(header.get("totals", {}).get(self.plan.stream_id, header.get("frames")))
+            for batch in self.fixed.ready():
+                self.run_batch(batch)
             if header["type"] != "frame" and self.relay(header):
                 return
 
     def _collect(self, header: dict, buffers: list) -> None:
         """File the frame under its batch; a newer copy of a frame (another generation of
         its slot, from a restarted capture) replaces an older one; stale copies go."""
-        for members in self.batches.values():
-            for seq in [seq for seq, (h, _) in members.items() if self.is_stale(h)]:
-                del members[seq]
-        self.batches = {k: members for k, members in self.batches.items() if members}
-        if self.is_stale(header):
-            return
-        self.batches.setdefault(header["seq"] // self.fixed_batch, {})[header["seq"]] = (header, buffers)
-
-    def _run_whole_batches(self) -> None:
-        for k in sorted(self.batches):
-            first = k * self.fixed_batch
-            last = first + self.fixed_batch if self.total is None else min(first + self.fixed_batch, self.total)
-            members = self.batches[k]
-            if all(seq in members for seq in range(first, last)):
-                del self.batches[k]
-                self.run_batch([members[seq] for seq in range(first, last)])
+        self.stats["stale_dropped"] += self.fixed.discard(
+            lambda item: self.ring.generation(item[0]["slot"]) != item[0]["gen"]
+        )
+        if not self.is_stale(header):
+            self.fixed.add(header["seq"], (header, buffers))
 
     def _model_input(self, header: dict, index: int) -> torch.Tensor:
         if "in_shape" in header:  # prepared on the host by the preprocess stage

@@ -6,7 +6,9 @@ are uploaded once there), so this stage passes handles through untouched.
 
 from __future__ import annotations
 
-from engines.transform import prepare_image
+import torch
+
+from engines.transform import prepare_image, target_size
 from pipeline.stages.base import Stage
 from pipeline.transport import sockets
 
@@ -38,8 +40,10 @@ class PreprocessStage(Stage):
                 self.absorb_inline(header, buffers)
                 if self.on_host:
                     with self.busy():
-                        tensor = prepare_image(self.frame_view(header), self.spec)
-                        shape = tuple(tensor.shape)
-                        self.ring.model_input(header["slot"], shape)[...] = tensor.numpy()
+                        frame = self.frame_view(header)
+                        shape = (3, *target_size(*frame.shape[:2], self.spec.min_size, self.spec.max_size))
+                        # resized straight into the slot's model-input region (no copy)
+                        region = torch.from_numpy(self.ring.model_input(header["slot"], shape))
+                        prepare_image(frame, self.spec, out=region)
                     header["in_shape"] = list(shape)
                 self.forward(self.downstream, header)

@@ -12,6 +12,7 @@ the next and the committed seq, so a restarted publish (or capture) carries on f
 from __future__ import annotations
 
 import json
+import os
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -22,6 +23,7 @@ import zmq
 from pipeline import messages
 from pipeline.results import FrameResult, Instance
 from pipeline.sinks.segmented_video import SegmentedVideoWriter, stream_video_path
+from pipeline.sources.reconnect import status_message
 from pipeline.stages.base import Stage
 from pipeline.stages.progress import read_progress, write_progress
 from pipeline.transport import sockets
@@ -46,6 +48,7 @@ class PublishStage(Stage):
                 self.curve = secure_publisher(sock, out.curve_secret_key, out.curve_authorized_dir)
 
         self.pub = sockets.publisher(self.ctx, out.publish, prepare=prepare) if out.publish else None
+        self.ipc_file = self._bound_ipc_file()
         self.spec = self.plan.model_spec()
         # commits fall on batch boundaries for files, so a replay re-forms whole batches
         self.commit_every = self.plan.fixed_batch_size() or 1
@@ -69,6 +72,8 @@ class PublishStage(Stage):
                     fps=info.fps or Fraction(30), time_base=info.time_base, codec=out.codec,
                     segment_frames=self.config.segment_frames(),
                     resume=saved.get("video", {}).get(stream["id"]), run=self.plan.run_id,
+                    threads=self.plan.stage_budget(self.name).codec_threads,
+                    options={k: str(v) for k, v in out.encoder_options.items()},
                 )
         self.results_file = None
         if out.save_results:
@@ -81,6 +86,7 @@ class PublishStage(Stage):
                           streams={}, duplicates_dropped=0, early_dropped=0)
         self.stats.update(saved.get("stats", {}))
         self.finished = False
+        self.eos_sent: set[str] = set()  # streams whose eos status is out
         self._committed_stats = self._stats_snapshot()
         self._last_progress = 0.0
 
@@ -109,6 +115,31 @@ class PublishStage(Stage):
             if record["seq"] < self.committed.get(record["stream"], 0):
                 keep.append(line)
         path.write_text("".join(keep))
+
+    def _bound_ipc_file(self) -> tuple[str, int] | None:
+        """The socket file our ipc:// bind created, as (path, inode): ZeroMQ leaves it
+        behind, so ``close`` removes it, and only if it is still ours (not rebound since)."""
+        if self.pub is None:
+            return None
+        endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        path = endpoint.removeprefix("ipc://")
+        if path == endpoint or path.startswith("@"):  # tcp, or Linux's abstract namespace
+            return None
+        try:
+            return path, os.stat(path).st_ino
+        except OSError:
+            return None
+
+    def _remove_ipc_file(self) -> None:
+        bound = getattr(self, "ipc_file", None)
+        if bound is None:
+            return
+        path, inode = bound
+        try:
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+        except OSError:
+            pass  # already gone
 
     def ready_info(self) -> dict:
         endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode() if self.pub is not None else None
@@ -188,6 +219,8 @@ class PublishStage(Stage):
 
     def _publish_status(self, status: dict) -> None:
         self.stats["status_events"][status["event"]] = self.stats["status_events"].get(status["event"], 0) + 1
+        if status["event"] == "eos":
+            self.eos_sent.add(status["stream"])
         if self.pub is not None:
             self.pub.send_multipart(messages.encode_envelope(status["stream"], status), copy=False)
 
@@ -250,7 +283,9 @@ class PublishStage(Stage):
             self.pub.send_multipart(messages.encode_envelope(result.stream, wire_header, wire_buffers), copy=False)
             self.stats["frames_published"] += 1
         if self.results_file is not None:
-            self.results_file.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+            # ``run`` as on the wire: JSON lines carry the header's keys (docs/PROTOCOL.md)
+            record = {**result.to_json(), "run": self.plan.run_id}
+            self.results_file.write(json.dumps(record, separators=(",", ":")) + "\n")
         if result.capture_ns:
             self.latencies_ms.append((time.time_ns() - result.capture_ns) / 1e6)
         return segment_closed
@@ -265,9 +300,15 @@ class PublishStage(Stage):
         if self.curve is not None:
             self.curve.stop()
         super().close()
+        self._remove_ipc_file()  # after the context is gone: nothing listens on it any more
 
     def _finish(self) -> None:
         self.finished = True
+        # every stream ends with ``eos`` on the wire, so a consumer can tell the run is over
+        # (capture sends it for each stream of a multi-stream run; a single stream ends here)
+        for stream in self.plan.streams:
+            if stream["id"] not in self.eos_sent:
+                self._publish_status(status_message({"event": "eos", "detail": "end of stream"}, stream["id"]))
         for writer in self.writers.values():
             writer.close()
         if self.results_file is not None:

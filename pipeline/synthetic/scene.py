@@ -147,6 +147,7 @@ class SyntheticScene:
         self._pixel = math.sqrt((CANVAS_W / self.width) * (CANVAS_H / self.height))
         self._init_style()
         self._epoch_tracks = lru_cache(maxsize=64)(self._make_epoch_tracks)
+        self._columns: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     # ----------------------------------------------------------------- scene-level style
     def _init_style(self) -> None:
@@ -253,23 +254,45 @@ class SyntheticScene:
         return alive[:MAX_OBJECTS]
 
     # ------------------------------------------------------------------------ render
+    def _column_terms(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per wave (the last one is the stripes): sin and cos of its x phase, and its colour
+        amplitude as float32. They do not depend on time: computed once per scene."""
+        if self._columns is None:
+            two_pi = 2.0 * np.pi
+            self._columns = []
+            for fx, _fy, _phase, _drift, amp in (*self.bg_waves, self.stripes):
+                ax = two_pi * fx * self._xs
+                self._columns.append((np.sin(ax), np.cos(ax), amp.astype(np.float32)))
+        return self._columns
+
     def _background(self, t: float) -> np.ndarray:
-        xs, ys = self._xs, self._ys
-        img = np.empty((self.height, self.width, 3), dtype=np.float32)
-        img[:] = self.bg_base.astype(np.float32)
+        # sin(a x + b y + c) = sin(a x) cos(b y + c) + cos(a x) sin(b y + c): separable. The
+        # arithmetic (float64 outer products, cast, float32 colour sums in this order) is
+        # what the demo models were trained on: only allocations are saved here, not steps.
+        h, w = self.height, self.width
+        # channel-planar [3, H, W] while rendering: every per-channel step then runs over
+        # contiguous rows (an [H, W, 3] broadcast of a [3] colour was ten times slower);
+        # the steps are elementwise, so the layout does not change a single bit
+        img = np.empty((3, h, w), dtype=np.float32)
+        img[:] = self.bg_base.astype(np.float32)[:, None, None]
         two_pi = 2.0 * np.pi
-        for fx, fy, phase, drift, amp in self.bg_waves:
-            # sin(a x + b y + c) = sin(a x) cos(b y + c) + cos(a x) sin(b y + c): separable.
-            ax = two_pi * fx * xs
-            by = two_pi * fy * ys + phase + drift * t
-            wave = np.outer(np.cos(by), np.sin(ax)) + np.outer(np.sin(by), np.cos(ax))
-            img += wave.astype(np.float32)[:, :, None] * amp.astype(np.float32)
-        fx, fy, phase, drift, amp = self.stripes
-        ax = two_pi * fx * xs
-        by = two_pi * fy * ys + phase + drift * t
-        wave = np.outer(np.cos(by), np.sin(ax)) + np.outer(np.sin(by), np.cos(ax))
-        stripes = np.tanh(2.5 * wave).astype(np.float32)
-        img += stripes[:, :, None] * amp.astype(np.float32)
+        wave = np.empty((h, w), dtype=np.float64)
+        other = np.empty((h, w), dtype=np.float64)
+        wave32 = np.empty((h, w), dtype=np.float32)
+        coloured = np.empty((3, h, w), dtype=np.float32)
+        columns = self._column_terms()
+        for k, (_fx, fy, phase, drift, _amp) in enumerate((*self.bg_waves, self.stripes)):
+            sin_ax, cos_ax, amp32 = columns[k]
+            by = two_pi * fy * self._ys + phase + drift * t
+            np.multiply.outer(np.cos(by), sin_ax, out=wave)
+            np.multiply.outer(np.sin(by), cos_ax, out=other)
+            wave += other
+            if k == len(self.bg_waves):  # the stripes: a squashed wave
+                wave *= 2.5
+                np.tanh(wave, out=wave)
+            wave32[...] = wave
+            np.multiply(amp32[:, None, None], wave32[None], out=coloured)
+            img += coloured
         return img
 
     def _object_region(self, trk: Track, cx: float, cy: float):
@@ -286,6 +309,14 @@ class SyntheticScene:
 
     def frame(self, index: int) -> SceneFrame:
         """Render frame ``index`` (time ``index / fps``) with its ground truth."""
+        return self._render(index, truth=True)
+
+    def image(self, index: int) -> np.ndarray:
+        """Only the H x W x 3 uint8 picture of frame ``index`` (what a video source needs;
+        the same pixels as ``frame(index).image``, without building the masks)."""
+        return self._render(index, truth=False).image
+
+    def _render(self, index: int, truth: bool) -> SceneFrame:
         if index < 0:
             raise ValueError(f"frame index must be >= 0, got {index}")
         t = index / self.fps
@@ -330,9 +361,9 @@ class SyntheticScene:
                         + 0.5 * np.tanh(3.0 * np.sin(u * (2 * np.pi / (trk.stripe_period * trk.r))))
                     )
                 )
-            color = np.clip(gain[:, :, None] * np.asarray(trk.color)[None, None, :], 0.0, 1.0)
-            a = alpha[:, :, None]
-            patch = img[y0:y1, x0:x1]
+            color = np.clip(np.asarray(trk.color)[:, None, None] * gain[None], 0.0, 1.0)
+            a = alpha[None]
+            patch = img[:, y0:y1, x0:x1]
             patch *= 1.0 - a
             patch += a * color.astype(np.float32)
 
@@ -341,7 +372,7 @@ class SyntheticScene:
         taken = np.zeros((h, w), dtype=bool)
         class_map = np.zeros((h, w), dtype=np.uint8)
         visible = {}
-        for trk, (x0, x1, y0, y1), inside, _alpha, _lx, _ly in sorted(drawn, key=lambda d: -d[0].z):
+        for trk, (x0, x1, y0, y1), inside, _alpha, _lx, _ly in sorted(drawn, key=lambda d: -d[0].z) if truth else ():
             sub = taken[y0:y1, x0:x1]
             vis = inside & ~sub
             if not vis.any():
@@ -357,11 +388,16 @@ class SyntheticScene:
             2 * np.pi * t / self.light_period + self.light_phase
         )
         tint = 1.0 + self.tint_amp * np.sin(2 * np.pi * t / self.tint_period + self.tint_phase)
-        img *= (light * tint).astype(np.float32)
+        img *= (light * tint).astype(np.float32)[:, None, None]
         rng = np.random.default_rng(_seed_entropy(self.seed, -2, index))
-        img += rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(self.noise_sigma)
+        noise = rng.standard_normal((h, w, 3), dtype=np.float32)
+        noise *= np.float32(self.noise_sigma)
+        img += noise.transpose(2, 0, 1)
         np.clip(img, 0.0, 1.0, out=img)
-        image = (img * 255.0 + 0.5).astype(np.uint8)
+        img *= 255.0
+        img += 0.5
+        image = np.empty((h, w, 3), dtype=np.uint8)
+        np.copyto(image, img.transpose(1, 2, 0), casting="unsafe")  # truncation, as astype
 
         ids = sorted(visible)
         if ids:

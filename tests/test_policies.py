@@ -1,0 +1,93 @@
+"""The runtime's decisions, table by table, without sockets or processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.policies.fixed_batches import FixedBatches
+from pipeline.policies.slot_credits import SlotCredits
+
+# -- fixed batches -------------------------------------------------------------------------
+
+BATCH_CASES = [
+    # (name, batch size, arrivals (seq or ("end", total)), batches handed out, in order)
+    ("in order", 2, [0, 1, 2, 3], [[0, 1], [2, 3]]),
+    ("a replay arriving ahead of a gap", 3, [0, 2, 4, 5, 1, 3], [[0, 1, 2], [3, 4, 5]]),
+    ("the last partial batch waits for end-of-stream", 3, [0, 1, 2, 3, 4, ("end", 5)], [[0, 1, 2], [3, 4]]),
+    ("end-of-stream on a batch boundary", 2, [0, 1, ("end", 2)], [[0, 1]]),
+    ("end before the last frames come (replay)", 2, [0, ("end", 3), 1, 2], [[0, 1], [2]]),
+    ("an empty stream", 4, [("end", 0)], []),
+    # whole batches go at once (replays come in order, so in practice batches do too)
+    ("a batch goes as soon as it is whole", 1, [0, 2, 1], [[0], [2], [1]]),
+]
+
+
+@pytest.mark.parametrize("name, size, arrivals, expected", BATCH_CASES, ids=[c[0] for c in BATCH_CASES])
+def test_fixed_batches(name, size, arrivals, expected):
+    batches = FixedBatches(size)
+    out = []
+    for item in arrivals:
+        if isinstance(item, tuple):
+            batches.end(item[1])
+        else:
+            batches.add(item, item)
+        out += batches.ready()
+    assert out == expected
+    assert batches.waiting() == 0
+
+
+def test_a_newer_copy_replaces_the_older_and_stale_copies_go():
+    batches: FixedBatches[tuple[int, int]] = FixedBatches(2)
+    batches.add(0, (0, 1))  # (seq, generation of its slot)
+    batches.add(0, (0, 2))  # a restarted capture wrote frame 0 again
+    batches.add(1, (1, 1))
+    current = {0: 2, 1: 3}  # frame 1's slot was rewritten since: its copy is stale
+    assert batches.discard(lambda item: current[item[0]] != item[1]) == 1
+    assert batches.ready() == []  # frame 1 must come again
+    batches.add(1, (1, 3))
+    assert batches.ready() == [[(0, 2), (1, 3)]]
+
+
+def test_batch_size_must_be_positive():
+    with pytest.raises(ValueError):
+        FixedBatches(0)
+
+
+# -- slot credits --------------------------------------------------------------------------
+
+def test_slots_are_handed_out_and_released_by_generation():
+    credits = SlotCredits(slots=2, batch_size=4)
+    a, b = credits.take(), credits.take()
+    credits.sent(a, {"slot": a, "gen": 1})
+    credits.sent(b, {"slot": b, "gen": 1})
+    assert not credits.has_free()
+    assert not credits.release(a, gen=0)  # a late release of an older copy frees nothing
+    assert not credits.release(7, gen=1)  # a slot that is not in flight
+    assert credits.release(a, gen=1) and credits.free == type(credits.free)([a])
+    assert not credits.release(a, gen=1)  # twice: no double credit
+    assert list(credits.in_flight) == [b]
+
+
+def test_live_admission_keeps_at_most_one_batch_waiting_for_the_model():
+    credits = SlotCredits(slots=10, batch_size=2)
+    for gen in (1, 2):
+        slot = credits.take()
+        assert credits.can_admit_live() or gen == 2
+        credits.sent(slot, {"slot": slot, "gen": gen})
+    assert not credits.can_admit_live()  # two admitted, none taken: the next batch is full
+    credits.taken(2)
+    assert credits.can_admit_live()
+    credits.taken(5)  # never below zero
+    assert credits.awaiting_model == 0
+
+
+def test_replay_sends_what_is_in_flight_in_order_unless_its_slot_was_rewritten():
+    credits = SlotCredits(slots=3, batch_size=8)
+    for gen in (10, 20, 30):
+        slot = credits.take()
+        credits.sent(slot, {"slot": slot, "gen": gen, "seq": gen // 10})
+    credits.taken(3)
+    generations = {0: 10, 1: 21, 2: 30}  # slot 1 holds another frame by now
+    again = credits.replay(generations.__getitem__)
+    assert [h["seq"] for h in again] == [1, 3]
+    assert credits.awaiting_model == 2  # replayed frames wait for the model again
