@@ -1,8 +1,8 @@
 """TensorRT engine builds from an ONNX export (see ``engines.export``), with an engine cache.
 
-``python -m engines.build --onnx DIR --precision fp32|fp16|int8 [--calibration SOURCE]
-[--max-batch N] [--min-size S] [--opt-size S] [--max-size S]`` builds one engine per graph
-of the export with the TensorRT Python API:
+``build_engines(onnx_dir, BuildSettings(...))`` builds one engine per graph of the export
+with the TensorRT Python API (the command line, which also opens calibration sources, is
+``python -m pipeline.tools.build_engines``):
 
 * network from ``tensorrt.OnnxParser`` (``EXPLICIT_BATCH`` on TensorRT 8.x, where it is
   still a flag; TensorRT 10 networks are always explicit-batch);
@@ -12,8 +12,8 @@ of the export with the TensorRT Python API:
   one execution context each at run time; RoI heads get one profile over the RoI count
   (``--max-rois`` / ``--max-masks``, larger inputs are run in chunks);
 * ``BuilderFlag.FP16`` for fp16; for int8 ``BuilderFlag.INT8`` (+ FP16 fallback) with an
-  ``IInt8EntropyCalibrator2`` fed real frames of ``--calibration SOURCE`` (any
-  ``pipeline.sources.open_source`` URI) through ``engines.transform.prepare_image``. The RoI
+  ``IInt8EntropyCalibrator2`` fed real frames (``BuildSettings.calibration_images``, named
+  by ``BuildSettings.calibration``) through ``engines.transform.prepare_image``. The RoI
   heads are built fp16 in int8 mode: their inputs are RoI-pooled features that only the
   eager glue produces, so the frames cannot calibrate them directly;
 * a timing cache ``timing-<TensorRT version>-<GPU>.cache`` persisted next to the engines;
@@ -26,19 +26,18 @@ Without TensorRT, or without a CUDA GPU, it stops with a one-line ``ModelError``
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import logging
 import math
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from engines.engine_cache import (
@@ -49,8 +48,8 @@ from engines.engine_cache import (
     safe_name,
     tensorrt_cache_dir,
 )
+from engines.errors import ModelError
 from engines.export import load_manifest
-from pipeline.errors import ModelError
 
 __all__ = [
     "PRECISIONS",
@@ -61,7 +60,6 @@ __all__ = [
     "calibration_batches",
     "graph_profiles",
     "gpu_identity",
-    "main",
     "parse_hw",
     "require_cuda",
     "require_tensorrt",
@@ -151,6 +149,12 @@ class BuildSettings:
 
     Sizes are (height, width) of the padded model input; ``None`` takes the defaults
     derived from the export's resize settings (see ``graph_profiles``).
+
+    INT8: ``calibration`` names the frames (e.g. their source URI; it is part of the engine
+    cache key, so different frames need different names) and ``calibration_images()``
+    returns an iterable of H x W x 3 uint8 RGB frames; it is called only when an engine is
+    actually built. This layer opens no sources: the caller does (e.g.
+    ``pipeline.tools.build_engines`` for ``--calibration SOURCE``).
     """
 
     precision: str = "fp16"
@@ -167,6 +171,10 @@ class BuildSettings:
     calibration_frames: int = 64
     calibration_batch: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
+    # not compared: a function has no useful equality, and ``calibration`` identifies the frames
+    calibration_images: Callable[[], Iterable[np.ndarray]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -260,44 +268,45 @@ def _graph_precision(graph: str, precision: str) -> str:
 
 
 def calibration_batches(
-    source: str,
+    frames: Iterable[np.ndarray],
     spec: Any,
     batch_size: int,
     max_frames: int,
     size: tuple[int, int] | None = None,
+    *,
+    name: str = "frames",
 ) -> Iterator[torch.Tensor]:
     """Fixed-shape CPU batches [batch_size, 3, H, W] of real frames for INT8 calibration.
 
-    Frames of ``source`` (``pipeline.sources.open_source``) go through
-    ``engines.transform.prepare_image`` with ``spec`` (a ``ModelSpec``) and are zero-padded
-    (cropped if larger) into ``size`` (default: the first frame's padded size). At most
-    ``max_frames`` frames; a last partial batch is dropped (TensorRT needs full batches).
+    ``frames`` (H x W x 3 uint8 RGB) go through ``engines.transform.prepare_image`` with
+    ``spec`` (a ``ModelSpec``) and are zero-padded (cropped if larger) into ``size``
+    (default: the first frame's padded size). At most ``max_frames`` frames are read; a last
+    partial batch is dropped (TensorRT needs full batches). ``name`` says what the frames are
+    in messages (e.g. their source URI).
     """
     from engines.transform import prepare_image
-    from pipeline.sources import open_source
 
     batch: list[torch.Tensor] = []
     used = 0
-    with open_source(source) as src:
-        for frame in src.frames():
-            if used >= max_frames:
-                break
-            image = prepare_image(frame.image, spec, "cpu")
-            if size is None:
-                size = (
-                    _ceil_to(int(image.shape[1]), spec.size_divisible),
-                    _ceil_to(int(image.shape[2]), spec.size_divisible),
-                )
-            padded = image.new_zeros((3, *size))
-            h, w = min(size[0], image.shape[1]), min(size[1], image.shape[2])
-            padded[:, :h, :w] = image[:, :h, :w]
-            batch.append(padded)
-            used += 1
-            if len(batch) == batch_size:
-                yield torch.stack(batch)
-                batch = []
+    for frame in frames:
+        if used >= max_frames:
+            break
+        image = prepare_image(frame, spec, "cpu")
+        if size is None:
+            size = (
+                _ceil_to(int(image.shape[1]), spec.size_divisible),
+                _ceil_to(int(image.shape[2]), spec.size_divisible),
+            )
+        padded = image.new_zeros((3, *size))
+        h, w = min(size[0], image.shape[1]), min(size[1], image.shape[2])
+        padded[:, :h, :w] = image[:, :h, :w]
+        batch.append(padded)
+        used += 1
+        if len(batch) == batch_size:
+            yield torch.stack(batch)
+            batch = []
     if used == 0:
-        raise ModelError(f"calibration source {source} produced no frames")
+        raise ModelError(f"calibration {name} produced no frames")
 
 
 def _make_calibrator(
@@ -516,9 +525,15 @@ def _calibrator_factory(
 ) -> Callable[[], tuple[Any, dict[str, tuple[int, ...]]]]:  # fmt: skip
     def factory() -> tuple[Any, dict[str, tuple[int, ...]]]:
         assert settings.calibration is not None
+        if settings.calibration_images is None:
+            raise ModelError(
+                f"int8 calibration {settings.calibration}: no frames given "
+                "(BuildSettings.calibration_images)"
+            )
         batches = calibration_batches(
-            settings.calibration, spec, settings.calibration_batch, settings.calibration_frames
-        )
+            settings.calibration_images(), spec, settings.calibration_batch,
+            settings.calibration_frames, name=settings.calibration,
+        )  # fmt: skip
         first = next(batches, None)
         if first is None:
             raise ModelError(
@@ -554,80 +569,3 @@ def _spec_from_manifest(manifest: dict[str, Any]) -> Any:
         image_std=tuple(inp["image_std"]),  # type: ignore[arg-type]
         size_divisible=int(inp.get("size_divisible", 32)),
     )
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m engines.build",
-        description="Build TensorRT engines from an ONNX export (python -m engines.export).",
-    )
-    p.add_argument("--onnx", required=True, help="export directory (with manifest.json)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp16")
-    p.add_argument(
-        "--calibration",
-        default=None,
-        help="int8: frames to calibrate on (video file, image folder, synthetic://...)",
-    )
-    p.add_argument("--calibration-frames", type=int, default=64)
-    p.add_argument("--calibration-batch", type=int, default=4)
-    p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--opt-batch", type=int, default=None)
-    p.add_argument(
-        "--batch-profiles",
-        type=int,
-        nargs="*",
-        default=(),
-        help="upper batch bounds of separate profiles, e.g. 1 4 8",
-    )
-    p.add_argument("--min-size", default=None, help="smallest input, N or HxW (padded)")
-    p.add_argument("--opt-size", default=None, help="input size to tune for, N or HxW")
-    p.add_argument("--max-size", default=None, help="largest input, N or HxW")
-    p.add_argument("--max-rois", type=int, default=None, help="box head RoIs per call")
-    p.add_argument("--max-masks", type=int, default=None, help="mask head RoIs per call")
-    p.add_argument("--workspace-gb", type=float, default=None)
-    p.add_argument("--cache-dir", default=None, help="engine cache directory")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--rebuild", action="store_true", help="build even if a cached engine fits")
-    return p.parse_args(argv)  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit code (0 ok, 2 error)."""
-    args = _parse_args(argv)
-
-    def say(msg: str) -> None:
-        print(msg, flush=True)
-
-    try:
-        settings = BuildSettings(
-            precision=args.precision,
-            max_batch=args.max_batch,
-            opt_batch=args.opt_batch,
-            batch_profiles=tuple(args.batch_profiles or ()),
-            min_hw=parse_hw(args.min_size) if args.min_size else None,
-            opt_hw=parse_hw(args.opt_size) if args.opt_size else None,
-            max_hw=parse_hw(args.max_size) if args.max_size else None,
-            max_rois=args.max_rois,
-            max_masks=args.max_masks,
-            workspace_gb=args.workspace_gb,
-            calibration=args.calibration,
-            calibration_frames=args.calibration_frames,
-            calibration_batch=args.calibration_batch,
-        )
-        engines = build_engines(
-            args.onnx, settings, cache_dir=args.cache_dir, device=args.device,
-            rebuild=args.rebuild, progress=say,
-        )  # fmt: skip
-    except (ModelError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for graph, engine in engines.items():
-        say(f"{graph}: {engine.path} ({len(engine.data) / 1e6:.1f} MB, {engine.precision})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

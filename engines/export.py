@@ -56,6 +56,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engines.errors import ModelError
 from engines.registry import get_model_entry
 from engines.split import (
     BoxHead,
@@ -66,7 +67,6 @@ from engines.split import (
     is_mask_rcnn,
 )
 from engines.weights import DEFAULT_SEED, LoadedWeights, build_model, resolve_weights
-from pipeline.errors import ModelError
 
 __all__ = [
     "DEFAULT_OPSET",

@@ -12,7 +12,7 @@ exceed ``max_size``, see ``engines.transform``):
 - Demo models: the sizes (and mean / std) in ``engines.models.demo``
   (``MASKRCNN_DEMO_INPUT``, ``FCN_DEMO_INPUT``), read lazily so this module imports before
   that one exists; both pad to a multiple of 32 (their backbones have an FPN). Their class
-  names are the synthetic scene's (``pipeline.synthetic.CLASS_NAMES``).
+  names are the synthetic scene's shapes (``engines.models.demo_classes.DEMO_CLASS_NAMES``).
 
 Mean / std are the ImageNet statistics every torchvision model here was trained with (a
 Mask R-CNN takes them from its own ``transform`` when the backend builds it).
@@ -29,7 +29,7 @@ from typing import Any, Literal
 from torch import nn
 
 from engines.backends.base import Task
-from pipeline.errors import ModelError
+from engines.errors import ModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -99,9 +99,9 @@ class ModelEntry:
         if self.class_names_source == "voc":
             return tvm.voc_category_names()
         if self.class_names_source == "synthetic":
-            from pipeline.synthetic.shapes import CLASS_NAMES
+            from engines.models.demo_classes import DEMO_CLASS_NAMES
 
-            return tuple(CLASS_NAMES)
+            return DEMO_CLASS_NAMES
         return None
 
 

@@ -76,20 +76,34 @@ def normalize(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ..
     return (image - mean_t[:, None, None]) / std_t[:, None, None]
 
 
-def resize(image: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
-    """Bilinear resize of [C, H, W] to ``target_size`` (align_corners=False, no antialias)."""
+def resize(image: torch.Tensor, min_size: int, max_size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Bilinear resize of [C, H, W] to ``target_size`` (align_corners=False, no antialias).
+
+    ``out``: a [C, nh, nw] float32 tensor to write into (e.g. a shared-memory ring slot),
+    saving a copy; the same kernel as ``F.interpolate`` runs either way.
+    """
     h, w = int(image.shape[-2]), int(image.shape[-1])
     size = target_size(h, w, min_size, max_size)
+    if out is not None:
+        if tuple(out.shape) != (image.shape[0], *size):
+            raise ValueError(f"out has shape {tuple(out.shape)}, the resized image {(image.shape[0], *size)}")
+        # the op F.interpolate(mode="bilinear", size=...) dispatches to, with its out= form
+        torch._C._nn.upsample_bilinear2d(image[None], list(size), False, None, None, out=out[None])
+        return out
     # an explicit size is what interpolate passes on after recomputing the scale factor
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def prepare_image(
-    image: np.ndarray | torch.Tensor, spec: ModelSpec, device: torch.device | str | None = None
+    image: np.ndarray | torch.Tensor,
+    spec: ModelSpec,
+    device: torch.device | str | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One HxWx3 uint8 RGB frame -> model input [3, nh, nw] float32 on ``device``.
 
-    ``device=None`` keeps a tensor where it is (numpy arrays go to the CPU).
+    ``device=None`` keeps a tensor where it is (numpy arrays go to the CPU). ``out``: where
+    to write the result (shape ``(3, *target_size(...))``), e.g. a ring slot's input region.
 
     Note: on the CPU, ATen's resize kernel splits work by thread and the last bit of a pixel
     can depend on the split; callers that must agree bit for bit (the pipeline's stages, the
@@ -99,7 +113,7 @@ def prepare_image(
     # normalise in place (``normalize``'s arithmetic, without its two temporaries)
     chw.sub_(torch.as_tensor(spec.image_mean, dtype=chw.dtype, device=chw.device)[:, None, None])
     chw.div_(torch.as_tensor(spec.image_std, dtype=chw.dtype, device=chw.device)[:, None, None])
-    return resize(chw, spec.min_size, spec.max_size)
+    return resize(chw, spec.min_size, spec.max_size, out=out)
 
 
 def batch_images(

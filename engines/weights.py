@@ -37,8 +37,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from engines.errors import ModelError
 from engines.registry import ModelEntry, get_model_entry
-from pipeline.errors import ModelError
 
 CHECKPOINT_FORMAT = "segstream-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -1,8 +1,17 @@
-"""Exceptions that end a run with one clear line (see ``pipeline.cli``)."""
+"""Exceptions that end a run with one clear line (see ``pipeline.cli``).
 
+The base class and ``ModelError`` are defined in ``engines.errors`` (the lower layer may not
+import this one); they are re-exported here so the runtime has one place to import from.
+"""
 
-class PipelineError(Exception):
-    """Base class: the message is shown to the user as-is, on one line."""
+from engines.errors import ModelError, SegstreamError
+
+# One base for both layers: ``except PipelineError`` must also catch the engines' errors
+# (a ModelError from a backend ends a run with its one-line message), so this is an alias,
+# not a subclass.
+PipelineError = SegstreamError
+
+__all__ = ["ConfigError", "ModelError", "PipelineError", "SegstreamError", "SourceError", "StageError"]
 
 
 class ConfigError(PipelineError):
@@ -11,10 +20,6 @@ class ConfigError(PipelineError):
 
 class SourceError(PipelineError):
     """A source URI cannot be opened or read."""
-
-
-class ModelError(PipelineError):
-    """Unknown model, unreadable weights, or a backend that cannot run here."""
 
 
 class StageError(PipelineError):

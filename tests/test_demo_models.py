@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from engines import train as T
 from engines.models.demo import (
     FCN_DEMO_INPUT,
     MASKRCNN_DEMO_INPUT,
     build_fcn_demo,
     build_maskrcnn_demo,
 )
+from pipeline import training as T
 from pipeline.synthetic import CLASS_NAMES, EVAL_SEED, TRAIN_SEEDS
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "engines" / "weights"
@@ -91,6 +91,34 @@ def test_training_is_reproducible(name):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_cli_help():
+    from pipeline.training.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+
+
+@pytest.mark.parametrize("name", ["maskrcnn_demo", "fcn_demo"])
+def test_cli_trains_evaluates_and_writes_a_card(name, tmp_path, capsys):
+    from engines.weights import build_model, resolve_weights
+    from pipeline.training.__main__ import main
+
+    out = tmp_path / f"{name}.pt"
+    argv = ["--model", name, "--seed", "1", "--out", str(out), "--steps", "1", "--batch-size", "1",
+            "--size", "96x72", "--input", "72:96", "--eval-frames", "1", "--log-every", "1"]  # fmt: skip
+    assert main(argv) == 0
+    assert not out.with_name(out.name + ".state").exists()
+    loaded = resolve_weights(name, str(out))  # the pipeline's loader reads what training wrote
+    assert loaded.meta["train_command"].startswith("python -m pipeline.training --model")
+    assert loaded.meta["accuracy"]["eval_frames"] == [0]
+    build_model(loaded)
+    assert main(["--card", str(out)]) == 0
+    card = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert "python -m pipeline.training --model" in card and "## Held-out accuracy" in card
+    assert "[train] step 1/1" in capsys.readouterr().out
 
 
 def test_training_data_never_uses_held_out_seed():

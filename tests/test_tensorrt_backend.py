@@ -40,6 +40,8 @@ from engines.export import export_model, load_manifest
 from engines.registry import get_model_entry
 from engines.weights import resolve_weights
 from pipeline.errors import ModelError
+from pipeline.tools.build_engines import main as build_main
+from pipeline.tools.build_engines import source_images
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 HAS_CUDA = torch.cuda.is_available()
@@ -71,7 +73,7 @@ def test_tensorrt_backend_without_tensorrt_is_a_clear_error() -> None:
         create_backend("maskrcnn_demo", "random", backend="tensorrt")
     with pytest.raises(ModelError, match="TensorRT is not installed"):
         create_backend("fcn_demo", "random", backend="tensorrt", device="cuda")
-    assert build_mod.main(["--onnx", "/nonexistent"]) == 2
+    assert build_main(["--onnx", "/nonexistent"]) == 2
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="a CUDA GPU is present")
@@ -233,13 +235,16 @@ def test_calibration_batches_from_a_real_source() -> None:
     from engines.backends.torch_backend import build_spec
 
     spec = build_spec(entry, resolve_weights("maskrcnn_demo", "random"), min_size=96, max_size=128)
-    batches = list(calibration_batches("synthetic://?size=160x120&frames=7&seed=3", spec, 3, 100))
+    uri = "synthetic://?size=160x120&frames=7&seed=3"
+    batches = list(calibration_batches(source_images(uri), spec, 3, 100, name=uri))
     assert len(batches) == 2  # 7 frames -> two full batches of 3, the partial one dropped
     for b in batches:
         assert b.shape == (3, 3, 96, 128) and b.dtype == torch.float32
     assert float(batches[0].abs().sum()) > 0
-    capped = list(calibration_batches("synthetic://?size=160x120&frames=7", spec, 2, 4))
+    capped = list(calibration_batches(source_images("synthetic://?size=160x120&frames=7"), spec, 2, 4))
     assert len(capped) == 2
+    with pytest.raises(ModelError, match="calibration none produced no frames"):
+        list(calibration_batches(iter(()), spec, 2, 4, name="none"))
 
 
 # --------------------------------------------------------------------------- build flow
@@ -417,7 +422,9 @@ def test_build_flow_with_a_stand_in_tensorrt(fake_trt, demo_export, tmp_path) ->
 def test_int8_build_calibrates_on_real_frames(fake_trt, demo_export, tmp_path) -> None:
     settings = BuildSettings(precision="int8", max_batch=2, calibration_batch=2,
                              calibration_frames=5,
-                             calibration="synthetic://?size=160x120&frames=20")  # fmt: skip
+                             calibration="synthetic://?size=160x120&frames=20",
+                             calibration_images=lambda: source_images(
+                                 "synthetic://?size=160x120&frames=20"))  # fmt: skip
     engines = build_engines(demo_export, settings, cache_dir=tmp_path / "eng")
     assert engines["dense"].precision == "int8"
     assert engines["box_head"].precision == engines["mask_head"].precision == "fp16"
@@ -426,6 +433,21 @@ def test_int8_build_calibrates_on_real_frames(fake_trt, demo_export, tmp_path) -
     assert dense["calibration_batches"] == 2  # 5 frames in batches of 2: two full batches
     assert dense["calibration_profile"]["images"][0] == [2, 3, 96, 128]
     assert list((tmp_path / "eng").glob("calib-*.cache"))
+
+
+def test_cli_calibrates_int8_on_a_source(fake_trt, demo_export, tmp_path, capsys) -> None:
+    # the CLI (above both layers) opens --calibration SOURCE; engines.build only sees frames
+    args = ["--onnx", str(demo_export), "--precision", "int8", "--max-batch", "2",
+            "--calibration", "synthetic://?size=160x120&frames=20", "--calibration-frames", "4",
+            "--calibration-batch", "2", "--cache-dir", str(tmp_path / "eng")]  # fmt: skip
+    assert build_main(args) == 0
+    dense = json.loads(next((tmp_path / "eng").glob("dense*.engine")).read_bytes())
+    assert dense["calibration_batches"] == 2
+    assert "dense:" in capsys.readouterr().out
+    bad = ["--onnx", str(demo_export), "--precision", "int8", "--calibration", "/no/such.mp4",
+           "--cache-dir", str(tmp_path / "bad")]  # fmt: skip
+    assert build_main(bad) == 2  # a one-line error, no traceback
+    assert capsys.readouterr().err.startswith("error: ")
 
 
 def test_parser_errors_and_old_versions(monkeypatch, demo_export, tmp_path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from engines.backends.base import Backend, ModelSpec
-from pipeline.errors import ModelError
+from engines.errors import ModelError
 
 __all__ = [
     "AUTO_ORDER",

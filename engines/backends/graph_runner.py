@@ -27,12 +27,12 @@ from torch import Tensor, nn
 
 from engines.backends.base import Backend, ModelSpec
 from engines.backends.torch_backend import build_spec
+from engines.errors import ModelError
 from engines.export import ensure_export, load_manifest
 from engines.outputs import InstanceOutput, SemanticOutput
 from engines.registry import get_model_entry
 from engines.split import SplitMaskRCNN, SplitSemantic, configure_detection
 from engines.weights import DEFAULT_SEED, LoadedWeights, build_model, resolve_weights
-from pipeline.errors import ModelError
 
 __all__ = ["ExportedGraphBackend", "GraphRunner", "resolve_export"]
 

@@ -38,9 +38,9 @@ from torch import Tensor
 from engines.backends.graph_runner import ExportedGraphBackend
 from engines.backends.graph_runner import resolve_export as _resolve_export  # noqa: F401 - TensorRT's
 from engines.backends.torch_backend import resolve_device
+from engines.errors import ModelError
 from engines.export import DEFAULT_OPSET
 from engines.weights import DEFAULT_SEED, LoadedWeights
-from pipeline.errors import ModelError
 
 __all__ = [
     "OnnxRuntimeBackend",
@@ -319,6 +319,10 @@ class OnnxRuntimeBackend(ExportedGraphBackend):
         sess_options.log_severity_level = 3
         if threads:
             sess_options.intra_op_num_threads = int(threads)
+            sess_options.inter_op_num_threads = 1
+            # a budgeted process shares the machine with other stages: idle pool threads
+            # must sleep, not spin (ORT spins by default, like OpenMP's active wait)
+            sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
         def graph(key: str) -> OrtGraph:
             info = manifest["graphs"][key]

@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 
 from engines.backends.graph_runner import ExportedGraphBackend
+from engines.errors import ModelError
 from engines.export import DEFAULT_OPSET
 from engines.weights import DEFAULT_SEED, LoadedWeights
-from pipeline.errors import ModelError
 
 __all__ = [
     "CALIBRATION_SEEDS",

@@ -40,8 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from engines.engine_cache import cache_root, file_lock, safe_name
+from engines.errors import ModelError
 from engines.split import SplitMaskRCNN
-from pipeline.errors import ModelError
 
 __all__ = ["KEY_FORMAT", "openvino_cache_dir", "prepared_inputs", "quantized_models"]
 

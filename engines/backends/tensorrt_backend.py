@@ -23,13 +23,16 @@ machine with NVIDIA drivers)...")``; without a CUDA GPU: a ``ModelError`` saying
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
+import itertools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -37,12 +40,12 @@ from engines.backends.base import Backend, ModelSpec
 from engines.backends.onnxruntime_backend import _resolve_export
 from engines.backends.torch_backend import build_spec
 from engines.build import BuildSettings, build_engines, require_cuda, require_tensorrt
+from engines.errors import ModelError
 from engines.export import DEFAULT_OPSET
 from engines.outputs import InstanceOutput, SemanticOutput
 from engines.registry import get_model_entry
 from engines.split import SplitMaskRCNN, SplitSemantic, configure_detection
 from engines.weights import DEFAULT_SEED, LoadedWeights
-from pipeline.errors import ModelError
 
 __all__ = ["TensorRTBackend", "TrtGraph", "tensorrt_available"]
 
@@ -167,9 +170,11 @@ class TensorRTBackend(Backend):
 
     Options as ``TorchBackend`` (``num_classes``, ``seed``, ``min_size``, ``max_size``, the
     Mask R-CNN thresholds) plus: ``precision`` (fp32 / fp16 / int8), ``calibration`` (int8:
-    a source URI of real frames), ``max_batch`` / ``batch_profiles`` (profiles), ``max_hw``
-    (largest padded input, N or HxW), ``onnx_dir`` (use this export), ``cache_dir`` (engine
-    cache), ``opset``, ``rebuild`` and ``progress`` (print build progress lines).
+    real H x W x 3 uint8 RGB frames; the caller opens their source, as for OpenVINO),
+    ``calibration_source`` (what they are, e.g. their URI: part of the engine cache key;
+    without it the frames' bytes are hashed), ``max_batch`` / ``batch_profiles`` (profiles),
+    ``max_hw`` (largest padded input, N or HxW), ``onnx_dir`` (use this export), ``cache_dir``
+    (engine cache), ``opset``, ``rebuild`` and ``progress`` (print build progress lines).
     """
 
     name = "tensorrt"
@@ -190,7 +195,8 @@ class TensorRTBackend(Backend):
         rpn_pre_nms_top_n_test: int | None = None,
         rpn_post_nms_top_n_test: int | None = None,
         precision: str = "fp16",
-        calibration: str | None = None,
+        calibration: Iterable[np.ndarray] | None = None,
+        calibration_source: str | None = None,
         max_batch: int = 8,
         batch_profiles: Sequence[int] = (),
         max_hw: str | int | Sequence[int] | None = None,
@@ -199,8 +205,11 @@ class TensorRTBackend(Backend):
         opset: int = DEFAULT_OPSET,
         rebuild: bool = False,
         progress: bool = False,
+        threads: int | None = None,
     ) -> None:
         trt = require_tensorrt()  # first: the clearest message where nothing is installed
+        if threads:  # host threads of the eager steps between the engines
+            torch.set_num_threads(int(threads))
         self.device: torch.device = require_cuda(device)
         entry = get_model_entry(model)
         major = int(str(trt.__version__).split(".")[0])
@@ -228,6 +237,15 @@ class TensorRTBackend(Backend):
             )
         from engines.build import parse_hw
 
+        calibration_name = calibration_source
+        if calibration is not None and calibration_name is None:
+            # unnamed frames: their bytes name them (the name keys the engine cache)
+            calibration = list(itertools.islice(calibration, BuildSettings.calibration_frames))
+            digest = hashlib.sha256()
+            for frame in calibration:
+                digest.update(repr(frame.shape).encode())
+                digest.update(np.ascontiguousarray(frame).tobytes())
+            calibration_name = f"sha256:{digest.hexdigest()}"
         manifest_for_sizes = {**manifest, "input": {**manifest["input"],
                               "min_size": self.spec.min_size, "max_size": self.spec.max_size}}  # fmt: skip
         settings = BuildSettings(
@@ -237,7 +255,8 @@ class TensorRTBackend(Backend):
             max_hw=parse_hw(max_hw) if max_hw is not None else None,
             max_rois=int(max_batch) * int(self.options.get("rpn_post_nms_top_n_test", 1000)),
             max_masks=int(max_batch) * int(self.options.get("box_detections_per_img", 100)),
-            calibration=calibration,
+            calibration=calibration_name,
+            calibration_images=(lambda: calibration) if calibration is not None else None,
         )
         say: Callable[[str], None] | None = print if progress else None
         engines = build_engines(

@@ -19,10 +19,10 @@ from torch import nn
 from torchvision.models.detection.image_list import ImageList
 
 from engines.backends.base import Backend, ModelSpec
+from engines.errors import ModelError
 from engines.outputs import InstanceOutput, SemanticOutput
 from engines.registry import ModelEntry, get_model_entry
 from engines.weights import DEFAULT_SEED, LoadedWeights, build_model, resolve_weights
-from pipeline.errors import ModelError
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -88,7 +88,8 @@ class TorchBackend(Backend):
     ``min_size`` / ``max_size`` (override the registry's resize), and for Mask R-CNN
     ``box_score_thresh``, ``box_nms_thresh``, ``box_detections_per_img``,
     ``rpn_pre_nms_top_n_test`` / ``rpn_post_nms_top_n_test``; ``None`` keeps the model's own
-    setting (torchvision: 0.05, 0.5, 100, 1000, 1000; the demo model sets its own).
+    setting (torchvision: 0.05, 0.5, 100, 1000, 1000; the demo model sets its own);
+    ``threads``: torch's intra-op threads for this process (None: unchanged).
 
     Outputs are produced under ``torch.inference_mode()``: they are inference tensors, so
     update them out of place (or ``.clone()`` first) outside that mode.
@@ -112,9 +113,12 @@ class TorchBackend(Backend):
         rpn_pre_nms_top_n_test: int | None = None,
         rpn_post_nms_top_n_test: int | None = None,
         progress: bool = False,
+        threads: int | None = None,
     ) -> None:
         entry = get_model_entry(model)
         self.device = resolve_device(device)
+        if threads:  # torch's pool is per process: a backend owns its process's model threads
+            torch.set_num_threads(int(threads))
         if isinstance(weights, LoadedWeights):
             if weights.model_name != entry.name:
                 raise ModelError(f"weights for {weights.model_name} given to model {entry.name}")

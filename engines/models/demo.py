@@ -34,7 +34,10 @@ from torchvision.models.segmentation import FCN
 from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.ops import MultiScaleRoIAlign
 
+from engines.models.demo_classes import DEMO_CLASS_NAMES
+
 __all__ = [
+    "DEMO_CLASS_NAMES",
     "FCN_DEMO_INPUT",
     "FCN_DEMO_TRAIN_INPUT",
     "IMAGE_MEAN",

@@ -16,6 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from pipeline.errors import PipelineError
 from pipeline.plan import RunPlan
 from pipeline.stages.base import StopRequested
 
@@ -67,7 +68,7 @@ def main(argv: list[str]) -> int:
         return 0
     except Exception as err:  # report any failure as one line; full trace to stderr
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if not getattr(err, "__module__", "").startswith("pipeline.errors"):
+        if not isinstance(err, PipelineError):  # ours (incl. engines' ModelError): one line
             message = f"{type(err).__name__}: {message}"
             traceback.print_exc(file=sys.stderr)
         Path(plan.run_dir, f"{name}.error").write_text(message)

@@ -13,16 +13,11 @@ import math
 
 import numpy as np
 
-# Class ids 1..K, index 0 is background. Classes differ by SHAPE only.
-CLASS_NAMES: tuple[str, ...] = (
-    "background",
-    "circle",
-    "square",
-    "triangle",
-    "star",
-    "ring",
-    "cross",
-)
+from engines.models.demo_classes import DEMO_CLASS_NAMES
+
+# Class ids 1..K, index 0 is background. Classes differ by SHAPE only. The names are the demo
+# models' (defined in engines, the lower layer, which labels their outputs with them).
+CLASS_NAMES: tuple[str, ...] = DEMO_CLASS_NAMES
 NUM_CLASSES = len(CLASS_NAMES)  # including background
 
 CIRCLE, SQUARE, TRIANGLE, STAR, RING, CROSS = range(1, 7)

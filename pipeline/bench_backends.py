@@ -1,6 +1,6 @@
 """Backend benchmark: the same prepared frames through several backends, in one process.
 
-``python -m engines.bench_backends --model maskrcnn_demo --backends pytorch onnxruntime
+``python -m pipeline.bench_backends --model maskrcnn_demo --backends pytorch onnxruntime
 --batch-sizes 1 4 8 --frames N`` prints, per backend and batch size, throughput (frames per
 second) and per-batch latency (mean, p50, p90), then each backend's throughput ratio to the
 first one listed (e.g. ``onnxruntime/pytorch``). Frames come from ``--source`` (default: the
@@ -11,6 +11,9 @@ backends, after ``--warmup`` untimed batches each.
 
 Besides the registry names, ``openvino-int8`` is OpenVINO with ``precision="int8"``,
 calibrated on ``openvino_backend.DEFAULT_CALIBRATION_SOURCE`` (quantised once, then cached).
+
+It lives in ``pipeline`` (not ``engines``) because it opens sources: benchmark tooling sits
+above both layers.
 """
 
 from __future__ import annotations
@@ -202,7 +205,7 @@ def format_results(results: list[BenchResult], backends: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
     p = argparse.ArgumentParser(
-        prog="python -m engines.bench_backends", description=__doc__.split("\n")[0]
+        prog="python -m pipeline.bench_backends", description=__doc__.split("\n")[0]
     )
     p.add_argument("--model", default="maskrcnn_demo")
     p.add_argument("--weights", default="default")
