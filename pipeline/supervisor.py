@@ -30,6 +30,7 @@ from pipeline.config import HOPS, PipelineConfig
 from pipeline.errors import ConfigError, PipelineError, StageError
 from pipeline.output_paths import check_output_paths
 from pipeline.plan import STAGES, RunPlan, source_info_to_dict
+from pipeline.policies.restart import RestartPolicy
 from pipeline.resources import ResourcePlan, plan_resources, usable_cores
 from pipeline.sinks.segmented_video import salvage_segments, stream_video_path
 from pipeline.sources.base import SourceInfo
@@ -63,6 +64,7 @@ class StageState:
     restarts: int = 0
     restart_times: list[float] = field(default_factory=list)  # monotonic, within the window
     replay_due: bool = False  # restarted: ask capture to replay once this process is ready
+    restart_at: float | None = None  # monotonic time a scheduled restart is due (backoff)
 
 
 def _receiver_of(sender: str) -> str:
@@ -158,6 +160,9 @@ class Supervisor:
         self._completed = False
         self._plan_path: Path | None = None
         self.restart_log: list[dict[str, Any]] = []
+        sup = config.supervision
+        self.restart_policy = RestartPolicy(sup.max_restarts, sup.restart_window_s, sup.restart_backoff_s,
+                                            sup.restart_backoff_max_s)
         self._capture_started = False
         self._progress = None
         self._started = time.monotonic()
@@ -308,6 +313,11 @@ class Supervisor:
             sockets.send(self.control, {"type": "start"})  # again until capture acknowledges
         now = time.monotonic()
         for state in self.stages.values():
+            if state.restart_at is not None:
+                if now >= state.restart_at:  # its backoff is over
+                    state.restart_at = None
+                    self._start(state.name, self._plan_path)
+                continue
             if state.process is None:
                 continue
             code = state.process.poll()
@@ -320,17 +330,16 @@ class Supervisor:
                 self._restart_or_fail(state, error, hung=True)
 
     def _restart_or_fail(self, state: StageState, error: StageError, hung: bool = False) -> None:
-        """A stage died or hung: start it again (with backoff, within the configured limit)
-        and have capture replay the frames in flight; a stage that reported an error of its
-        own (bad input, a bug) is not restarted: it would fail the same way again."""
-        sup = self.config.supervision
+        """A stage died or hung: schedule its restart (backoff and limits decided by
+        ``self.restart_policy``) and have capture replay the frames in flight once it is
+        ready; or end the run with ``error``."""
         reported = self.run_dir is not None and (self.run_dir / f"{state.name}.error").exists()
         now = time.monotonic()
-        state.restart_times = [t for t in state.restart_times if now - t < sup.restart_window_s]
-        recent = len(state.restart_times)
-        if reported or recent >= sup.max_restarts or self._plan_path is None:
-            if recent and not reported:
-                error = StageError(f"{error} (gave up after {recent} restart(s) within {sup.restart_window_s:g} s)")
+        state.restart_times = self.restart_policy.recent(state.restart_times, now)
+        decision = self.restart_policy.decide(state.restart_times, now, reported)
+        if not decision.restart or self._plan_path is None:
+            if decision.recent and not reported:
+                error = StageError(f"{error} ({decision.reason})")
             raise error
         if hung:
             state.process.kill()
@@ -338,15 +347,14 @@ class Supervisor:
         state.restarts += 1
         state.restart_times.append(now)
         self.restart_log.append({"stage": state.name, "reason": str(error).split(": ", 1)[-1], "at_s": round(now - self._started, 3)})
-        backoff = min(sup.restart_backoff_max_s, sup.restart_backoff_s * 2**recent)
+        sup = self.config.supervision
         log.warning("%s; restarting it in %.1f s (restart %d of %d within %g s)",
-                    error, backoff, recent + 1, sup.max_restarts, sup.restart_window_s)
-        time.sleep(backoff)
+                    error, decision.delay_s, decision.recent + 1, sup.max_restarts, sup.restart_window_s)
         state.ready = state.done = False
         state.replay_due = state.name != "capture"  # a new capture resumes on its own
         if state.name == "capture":
             self._capture_started = False  # it waits for "start" again
-        self._start(state.name, self._plan_path)
+        state.restart_at = now + decision.delay_s  # started by _poll when due: the loop keeps serving
 
     def _wait_ready(self, events: zmq.Socket, names: list[str]) -> None:
         while not all(self.stages[n].ready for n in names):

@@ -91,3 +91,87 @@ def test_replay_sends_what_is_in_flight_in_order_unless_its_slot_was_rewritten()
     again = credits.replay(generations.__getitem__)
     assert [h["seq"] for h in again] == [1, 3]
     assert credits.awaiting_model == 2  # replayed frames wait for the model again
+
+
+# -- publish ledger ------------------------------------------------------------------------
+
+from pipeline.policies.publish_ledger import Decision, PublishLedger  # noqa: E402
+
+P, E, D = Decision.PUBLISH, Decision.EARLY, Decision.DUPLICATE
+
+LEDGER_CASES = [
+    # (name, commit_every, [(seq, slot, gen)], expected decisions, releases along the way)
+    ("in order, committing every 2", 2, [(0, 0, 1), (1, 1, 1), (2, 2, 1)], [P, P, P], [[], [(0, 1), (1, 1)], []]),
+    ("a frame ahead of a gap is dropped, its slot kept", 2, [(0, 0, 1), (2, 2, 1), (1, 1, 1)], [P, E, P],
+     [[], [], [(0, 1), (1, 1)]]),
+    ("a duplicate of a committed frame releases its slot", 1, [(0, 0, 1), (0, 5, 2)], [P, D], [[(0, 1)], [(5, 2)]]),
+    ("a newer copy of a held frame is held instead", 4, [(0, 0, 1), (0, 3, 2)], [P, D], [[], [(0, 1)]]),
+    ("the same copy again changes nothing", 4, [(0, 0, 1), (0, 0, 1)], [P, D], [[], []]),
+]
+
+
+@pytest.mark.parametrize("name, every, arrivals, decisions, releases", LEDGER_CASES, ids=[c[0] for c in LEDGER_CASES])
+def test_publish_ledger(name, every, arrivals, decisions, releases):
+    ledger = PublishLedger(["0"], commit_every=every)
+    got_decisions, got_releases = [], []
+    for seq, slot, gen in arrivals:
+        verdict = ledger.arrive("0", seq, slot, gen)
+        got_decisions.append(verdict.decision)
+        released = list(verdict.release)
+        if verdict.decision is Decision.PUBLISH:
+            released += ledger.published("0", seq, slot, gen, segment_closed=None)
+        got_releases.append(released)
+    assert got_decisions == decisions
+    assert got_releases == releases
+
+
+def test_ledger_commits_at_segment_ends_and_resumes_there():
+    ledger = PublishLedger(["a", "b"], commit_every=99)
+    assert ledger.published("a", 0, 0, 1, segment_closed=False) == []
+    assert ledger.published("a", 1, 1, 1, segment_closed=True) == [(0, 1), (1, 1)]
+    assert ledger.streams["a"].committed == 2 and ledger.streams["b"].committed == 0
+    assert not ledger.complete({"a": 2, "b": 1}) and ledger.complete({"a": 2})
+    assert not ledger.complete({"c": 1})  # a stream never seen has published nothing
+    restarted = PublishLedger(["a"], commit_every=99, resume={"a": 2})
+    assert restarted.arrive("a", 1, 4, 1).decision is Decision.DUPLICATE  # committed before the crash
+    assert restarted.arrive("a", 2, 5, 1).decision is Decision.PUBLISH
+    assert (restarted.duplicates_dropped, restarted.early_dropped) == (1, 0)
+
+
+def test_commit_all_releases_every_held_slot():
+    ledger = PublishLedger(["0", "1"], commit_every=10)
+    ledger.published("0", 0, 3, 1, None)
+    ledger.published("1", 0, 4, 1, None)
+    assert sorted(ledger.commit_all()) == [(3, 1), (4, 1)]
+    assert ledger.commit_all() == []
+
+
+# -- restart policy ------------------------------------------------------------------------
+
+from pipeline.policies.restart import RestartPolicy  # noqa: E402
+
+POLICY = RestartPolicy(max_restarts=3, window_s=60.0, backoff_s=0.5, backoff_max_s=1.5)
+
+RESTART_CASES = [
+    # (name, earlier restarts, now, reported error, restart?, delay, reason fragment)
+    ("first crash", [], 100.0, False, True, 0.5, ""),
+    ("backoff doubles per recent restart", [90.0], 100.0, False, True, 1.0, ""),
+    ("backoff is capped", [80.0, 90.0], 100.0, False, True, 1.5, ""),
+    ("a crash loop gives up", [80.0, 90.0, 95.0], 100.0, False, False, 0.0, "gave up after 3 restart(s) within 60 s"),
+    ("restarts outside the window are forgiven", [10.0, 20.0, 30.0], 100.0, False, True, 0.5, ""),
+    ("an error the stage reported is not retried", [], 100.0, True, False, 0.0, "reported an error"),
+]
+
+
+@pytest.mark.parametrize("name, history, now, reported, restart, delay, reason", RESTART_CASES,
+                         ids=[c[0] for c in RESTART_CASES])
+def test_restart_policy(name, history, now, reported, restart, delay, reason):
+    decision = POLICY.decide(history, now, reported)
+    assert decision.restart is restart
+    assert decision.delay_s == delay
+    assert reason in decision.reason
+
+
+def test_restarts_off():
+    decision = RestartPolicy(0, 60.0, 0.5, 1.0).decide([], 0.0, False)
+    assert not decision.restart and decision.reason == "restarts are off"

@@ -21,6 +21,7 @@ import numpy as np
 import zmq
 
 from pipeline import messages
+from pipeline.policies.publish_ledger import Decision, PublishLedger
 from pipeline.results import FrameResult, Instance
 from pipeline.sinks.segmented_video import SegmentedVideoWriter, stream_video_path
 from pipeline.sources.reconnect import status_message
@@ -53,15 +54,9 @@ class PublishStage(Stage):
         # commits fall on batch boundaries for files, so a replay re-forms whole batches
         self.commit_every = self.plan.fixed_batch_size() or 1
         saved = read_progress(self.plan.run_dir)
-        # per stream: next seq to publish, first seq not committed, and held (seq, slot, gen)
-        self.next: dict[str, int] = {}
-        self.committed: dict[str, int] = {}
-        self.held: dict[str, list[tuple[int, int, int]]] = {}
-        for stream in self.plan.streams:
-            sid = stream["id"]
-            resumed = saved.get("streams", {}).get(sid, {}).get("committed", 0)
-            self.next[sid] = self.committed[sid] = resumed
-            self.held[sid] = []
+        # per stream: next seq to publish, first not committed, held slots (policies/publish_ledger.py)
+        resume = {sid: info.get("committed", 0) for sid, info in saved.get("streams", {}).items()}
+        self.ledger = PublishLedger([s["id"] for s in self.plan.streams], self.commit_every, resume)
         self.writers: dict[str, SegmentedVideoWriter] = {}
         if out.video:
             Path(out.video).parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +87,7 @@ class PublishStage(Stage):
 
     def _save_progress(self) -> None:
         state = {
-            "streams": {sid: {"next": self.next[sid], "committed": self.committed[sid]} for sid in self.next},
+            "streams": {sid: {"next": s.next, "committed": s.committed} for sid, s in self.ledger.streams.items()},
             "video": {sid: writer.state() for sid, writer in self.writers.items()},
             "stats": self._committed_stats,
         }
@@ -112,7 +107,8 @@ class PublishStage(Stage):
                 record = json.loads(line)
             except ValueError:
                 break  # the line being written when the process died
-            if record["seq"] < self.committed.get(record["stream"], 0):
+            ledger = self.ledger.streams.get(record["stream"])
+            if ledger is not None and record["seq"] < ledger.committed:
                 keep.append(line)
         path.write_text("".join(keep))
 
@@ -166,53 +162,33 @@ class PublishStage(Stage):
 
     def _in_order(self, header: dict) -> bool:
         """True for the stream's next frame; otherwise drop it (releasing what is safe)."""
-        sid, seq = header["stream"], header["seq"]
-        expected = self.next[sid]
-        if seq == expected:
-            return True
-        if seq > expected:  # ahead of a replay that will bring it again: keep its slot
-            self.stats["early_dropped"] += 1
-            return False
-        self.stats["duplicates_dropped"] += 1
-        if seq < self.committed[sid]:
-            self._release(header["slot"], header["gen"])  # a no-op unless capture still holds it
-            return False
-        # published, not yet committed: hold the newest handle (a restarted capture's)
-        held = self.held[sid]
-        for i, (held_seq, slot, gen) in enumerate(held):
-            if held_seq == seq and (slot, gen) != (header["slot"], header["gen"]):
-                held[i] = (seq, header["slot"], header["gen"])
-                self._release(slot, gen)
-        return False
+        verdict = self.ledger.arrive(header["stream"], header["seq"], header["slot"], header["gen"])
+        self.stats["early_dropped"] = self.ledger.early_dropped
+        self.stats["duplicates_dropped"] = self.ledger.duplicates_dropped
+        for slot, gen in verdict.release:
+            self._release(slot, gen)
+        return verdict.decision is Decision.PUBLISH
 
     def _commit(self, header: dict, segment_closed: bool) -> None:
-        """The frame is out: hold its slot until nothing would need it after a crash of this
-        stage (its overlay segment closed; without video, its batch ended), then release."""
+        """The frame is out: its slot is held until nothing would need it after a crash of
+        this stage (its overlay segment closed; without video, its batch ended)."""
         sid = header["stream"]
-        self.next[sid] = header["seq"] + 1
-        self.held[sid].append((header["seq"], header["slot"], header["gen"]))
-        at_commit_point = segment_closed if sid in self.writers else self.next[sid] % self.commit_every == 0
-        if at_commit_point:
+        released = self.ledger.published(sid, header["seq"], header["slot"], header["gen"],
+                                         segment_closed if sid in self.writers else None)
+        if released:  # a commit point
             if self.results_file is not None:
                 self.results_file.flush()
-            self._release_held(sid)
+            for slot, gen in released:
+                self._release(slot, gen)
             self._committed_stats = self._stats_snapshot()
         # files resume at the committed frame; live feeds also need ``next`` (a restarted
         # capture carries on after it), which moves with every frame
-        if at_commit_point or self.plan.source.get("live"):
+        if released or self.plan.source.get("live"):
             self._save_progress()
-
-    def _release_held(self, sid: str) -> None:
-        """Commit everything published in the stream: return the held slots to capture."""
-        for _, slot, gen in self.held[sid]:
-            self._release(slot, gen)
-        self.held[sid].clear()
-        self.committed[sid] = self.next[sid]
 
     def _complete(self, eos: dict) -> bool:
         """End of stream: finish once every stream's frames are all published."""
-        totals = eos.get("totals", {})
-        if any(self.next.get(sid, 0) < total for sid, total in totals.items()):
+        if not self.ledger.complete(eos.get("totals", {})):
             return False
         self._finish()
         return True
@@ -313,8 +289,8 @@ class PublishStage(Stage):
             writer.close()
         if self.results_file is not None:
             self.results_file.close()
-        for sid in self.held:
-            self._release_held(sid)
+        for slot, gen in self.ledger.commit_all():
+            self._release(slot, gen)
         self._committed_stats = self._stats_snapshot()
         self._save_progress()
         if self.latencies_ms:
