@@ -170,10 +170,11 @@ class ResourcesConfig(_Section):
     light_threads: int = Field(default=1, ge=1, le=64)  # capture, preprocess, postprocess, publish
     codec_threads: int | None = Field(default=None, ge=1, le=64)  # video encoder; None: cores / 4
     pin_cpus: bool = False  # pin the model stage and the light stages to separate cores (3+ cores)
+    light_nice: int = Field(default=10, ge=0, le=19)  # light stages yield contested cores to the model
 
     def plan_options(self) -> dict[str, Any]:
         return {"model_threads": self.model_threads, "light_threads": self.light_threads,
-                "codec_threads": self.codec_threads, "pin_cpus": self.pin_cpus}
+                "codec_threads": self.codec_threads, "pin_cpus": self.pin_cpus, "light_nice": self.light_nice}
 
 
 class PipelineConfig(_Section):

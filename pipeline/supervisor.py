@@ -200,6 +200,8 @@ class Supervisor:
         return _combined(self.stream_infos)
 
     def _plan(self, info: SourceInfo) -> RunPlan:
+        # a live capture keeps its priority (it must keep up with the feed): known only now
+        self.resources = plan_resources(usable_cores(), **self.config.resources.plan_options(), live=info.live)
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
         endpoints = {
             "events": f"ipc://{self.run_dir}/events.sock",

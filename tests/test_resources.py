@@ -127,3 +127,13 @@ def test_stage_processes_start_with_their_budget(tmp_path):
     assert report["stages"]["infer"]["threads"] == int(model) and report["stages"]["publish"]["threads"] == 1
     for name, stage in report["stages"].items():
         assert stage["core_ms_per_frame"] is not None and stage["core_ms_per_frame"] > 0, name
+
+
+def test_light_stages_yield_to_the_model_but_a_live_capture_does_not():
+    plan = plan_resources(2)
+    assert plan.budget(MODEL_STAGE).nice == 0
+    assert {plan.budget(s).nice for s in LIGHT_STAGES} == {10}
+    live = plan_resources(2, live=True)
+    assert live.budget("capture").nice == 0 and live.budget("publish").nice == 10
+    assert {b.nice for b in plan_resources(2, light_nice=0).stages.values()} == {0}
+    assert ResourcePlan.from_dict(json.loads(json.dumps(live.to_dict()))) == live
