@@ -175,3 +175,22 @@ def test_restart_policy(name, history, now, reported, restart, delay, reason):
 def test_restarts_off():
     decision = RestartPolicy(0, 60.0, 0.5, 1.0).decide([], 0.0, False)
     assert not decision.restart and decision.reason == "restarts are off"
+
+
+def test_timed_admission_lets_the_next_batch_in_just_before_the_running_one_ends():
+    credits = SlotCredits(slots=16, batch_size=4, frame_interval_s=0.033)
+    assert credits.can_admit_live(now=0.0)  # nothing known yet: open
+    credits.taken(0, now=10.0, batch_s=0.5)  # a batch starts now and lasts about 0.5 s
+    fill = 5 * 0.033
+    assert not credits.can_admit_live(now=10.0)
+    assert not credits.can_admit_live(now=10.0 + 0.5 - fill - 0.01)
+    assert credits.can_admit_live(now=10.0 + 0.5 - fill + 0.01)
+    credits.taken(0, now=20.0, batch_s=0.1)  # batches got faster: the estimate follows, smoothed
+    assert credits.batch_s == pytest.approx(0.7 * 0.5 + 0.3 * 0.1)
+    credits.taken(0, now=30.0, batch_s=0.05)
+    credits.taken(0, now=40.0, batch_s=0.05)
+    credits.taken(0, now=50.0, batch_s=0.05)
+    assert credits.batch_s < fill and credits.can_admit_live(now=50.0)  # a fast model: never held back
+    untimed = SlotCredits(slots=4, batch_size=2)  # no frame interval (files): count-based only
+    untimed.taken(0, now=1.0, batch_s=9.0)
+    assert untimed.can_admit_live(now=1.0)

@@ -20,18 +20,26 @@ from typing import Any
 class SlotCredits:
     """Free slots, frames in flight, and frames admitted but not yet taken by the model."""
 
-    def __init__(self, slots: int, batch_size: int) -> None:
+    def __init__(self, slots: int, batch_size: int, frame_interval_s: float | None = None) -> None:
+        """``frame_interval_s``: a live feed's frame interval; given, admission is also timed
+        (see :meth:`taken`)."""
         self.free: deque[int] = deque(range(slots))
         self.batch_size = batch_size
         self.in_flight: OrderedDict[int, dict[str, Any]] = OrderedDict()  # slot -> handle, in send order
         self.awaiting_model = 0
+        self.frame_interval_s = frame_interval_s
+        self.batch_s: float | None = None  # smoothed duration of the model's batches
+        self.admit_from: float | None = None  # monotonic time live frames may be admitted again
 
     def has_free(self) -> bool:
         return bool(self.free)
 
-    def can_admit_live(self) -> bool:
-        """A live frame may go: a slot is free and the model's next batch has room."""
-        return bool(self.free) and self.awaiting_model < self.batch_size
+    def can_admit_live(self, now: float | None = None) -> bool:
+        """A live frame may go: a slot is free, the model's next batch has room, and (timed
+        admission) the batch now running is close enough to its end."""
+        if not self.free or self.awaiting_model >= self.batch_size:
+            return False
+        return self.admit_from is None or now is None or now >= self.admit_from
 
     def take(self) -> int:
         """The slot to write the next frame into (there must be one)."""
@@ -51,9 +59,22 @@ class SlotCredits:
         self.free.append(slot)
         return True
 
-    def taken(self, count: int) -> None:
-        """The model took a batch of ``count`` admitted frames."""
+    def taken(self, count: int, now: float | None = None, batch_s: float | None = None) -> None:
+        """The model took a batch of ``count`` admitted frames (at ``now``; its previous batch
+        ran ``batch_s`` seconds).
+
+        Timed admission: frames admitted right away would wait a whole batch before theirs
+        starts, and reach publish two batch times old. Instead the next batch is admitted
+        only once the running one is about to end: from ``now + batch - fill``, where
+        ``fill`` is the time the feed needs to deliver a batch plus one frame of slack, so
+        the model does not wait either. The estimate follows the batches as they come.
+        """
         self.awaiting_model = max(0, self.awaiting_model - count)
+        if batch_s is not None and batch_s > 0:
+            self.batch_s = batch_s if self.batch_s is None else 0.7 * self.batch_s + 0.3 * batch_s
+        if now is not None and self.batch_s is not None and self.frame_interval_s:
+            fill = (self.batch_size + 1) * self.frame_interval_s
+            self.admit_from = now + max(0.0, self.batch_s - fill)
 
     def replay(self, current_gen: Callable[[int], int]) -> list[dict[str, Any]]:
         """Handles to send again after a downstream restart, in send order: those whose slot
