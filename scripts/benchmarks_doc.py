@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -61,27 +62,46 @@ def case_table(cases: list[dict]) -> str:
 
 
 def goal_table(cases: list[dict]) -> str:
-    rows = ["| goal | measured | met |", "|---|---|---|"]
+    rows = ["| goal | measured | met | ceiling on this machine |", "|---|---|---|---|"]
     by_label = {c["label"]: c for c in cases}
     for label, (key, goal, what) in GOALS.items():
         case = by_label.get(label)
         if case is None or key not in case:
             continue
-        rows.append(f"| {label}: {what} ≥ {goal} | {case[key]:.2f} | {'yes' if case[key] >= goal else '**no**'} |")
+        # the best any scheduling could do: the CPU-work bound over the baseline
+        bound = (case.get("costs") or {}).get("cpu_bound_fps")
+        base = case.get("sequential_fps") if key == "pipeline_vs_sequential" else case.get("inference_fps")
+        ceiling = f"{bound / base:.2f}" if bound and base else "–"
+        rows.append(f"| {label}: {what} ≥ {goal} | {case[key]:.2f} | {'yes' if case[key] >= goal else '**no**'} "
+                    f"| {ceiling} |")
     for label in ("default", "h264-720p-video"):
         case = by_label.get(label)
         if case and "efficiency" in case:
             ok = case["efficiency"] >= EFFICIENCY_GOAL
             rows.append(f"| {label}: pipeline / CPU-work bound ≥ {EFFICIENCY_GOAL} | {case['efficiency']:.2f} "
-                        f"| {'yes' if ok else '**no**'} |")
+                        f"| {'yes' if ok else '**no**'} | 1.00 |")
     live, default = by_label.get("live"), by_label.get("default")
     if live and default and default.get("pipeline_fps"):
-        ratio = live["pipeline_fps"] / default["pipeline_fps"]
-        rows.append(f"| live: throughput / file-mode throughput ≥ 0.9 | {ratio:.2f} | {'yes' if ratio >= 0.9 else '**no**'} |")
+        ratio = live_throughput(live) / default["pipeline_fps"]
+        rows.append(f"| live: frames processed per second of feed / file-mode fps ≥ 0.9 | {ratio:.2f} "
+                    f"| {'yes' if ratio >= 0.9 else '**no**'} | – |")
         p95 = (live.get("pipeline_latency_ms") or {}).get("p95")
         if p95 is not None:
-            rows.append(f"| live: frame age at publish, p95 | {p95:.0f} ms | see text |")
+            batch_ms = 1000 * default["batch_size"] / default["pipeline_fps"]
+            goal = 2 * batch_ms + 1000 / 30
+            rows.append(f"| live: frame age at publish p95 ≤ 2 batch times + 1 frame interval (≈ {goal:.0f} ms) "
+                        f"| {p95:.0f} ms | {'yes' if p95 <= goal else '**no**'} | – |")
     return "\n".join(rows)
+
+
+def live_throughput(case: dict) -> float:
+    """Frames processed per second of feed: a live run's report counts its drain after the
+    feed ended too; the feed lasted ``frames_read / fps`` seconds (fps from the synthetic
+    URI; other feeds fall back to the report's figure)."""
+    match = re.search(r"[?&]fps=([0-9.]+)", case.get("source", ""))
+    if not match or not case.get("frames_read"):
+        return case["pipeline_fps"]
+    return case["pipeline_frames"] / (case["frames_read"] / float(match.group(1)))
 
 
 def cost_table(cases: list[dict]) -> str:
@@ -127,6 +147,10 @@ def render_doc(figures: dict, gpu: dict | None) -> str:
         case_table(cases),
         "",
         "## Goals",
+        "",
+        "The ceiling is what a perfect pipeline would reach on this machine: the CPU-work bound "
+        "divided by the baseline. Where it is below the goal, no scheduling of these stages can meet "
+        "the goal here; the remaining lever is less work per frame (the model above all).",
         "",
         goal_table(cases),
         "",
