@@ -28,8 +28,6 @@ LONG_MODULES = {
     "state_dicts, random, demo) with shape checks; predates the limit",
     "pipeline/evaluate.py": "COCO instance and semantic evaluation, result loading and its CLI; "
     "predates the limit (to be split: loading / metrics / CLI)",
-    "pipeline/sources/stream.py": "live network streams with reconnection and timeouts; "
-    "predates the limit",
     "pipeline/supervisor.py": "stage start-up, watching and shutdown of a run; predates the limit",
     "pipeline/synthetic/scene.py": "the scene generator (tracks, motion, occlusion, rendering); "
     "predates the limit",

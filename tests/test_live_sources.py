@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import asdict, replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -21,14 +22,17 @@ from media import frame_signature
 from rtsp_server import RtspServer, free_port, rtsp_server_unavailable
 
 from pipeline import messages
+from pipeline.config import ReconnectConfig
 from pipeline.sources import SourceError, open_source
+from pipeline.sources.base import Frame
 from pipeline.sources.camera import CameraSource, camera_device
-from pipeline.sources.reconnect import Backoff, LinkStatus, status_message
+from pipeline.sources.frame_reader import DeliveryQueue
+from pipeline.sources.reconnect import Backoff, LinkStatus, ReconnectPolicy, status_message
 from pipeline.sources.stream import LatestFrameReader, StreamSource, redact_url
 
 # Fast reconnection settings for tests (the defaults are 0.5 s .. 10 s).
-FAST = dict(open_timeout_s=5.0, read_timeout_s=2.0, backoff_initial_s=0.2, backoff_factor=2.0,
-            backoff_jitter=0.1, backoff_seed=7)
+FAST = ReconnectPolicy(open_timeout_s=5.0, read_timeout_s=2.0, backoff_initial_s=0.2, backoff_factor=2.0,
+                       backoff_jitter=0.1, backoff_seed=7)
 
 needs_rtsp = pytest.mark.skipif(
     bool(rtsp_server_unavailable()), reason=str(rtsp_server_unavailable() or "")
@@ -163,6 +167,32 @@ def test_link_status_counters_and_messages() -> None:
         status_message({"event": "exploded"})
 
 
+def test_delivery_queue_policies() -> None:
+    """The live delivery policies on their own: what is kept, and the drop count each kept
+    frame carries (frames dropped, never reordered)."""
+
+    def run(policy: str, capacity: int, pushes: int) -> tuple[list[tuple[int, int]], DeliveryQueue]:
+        queue = DeliveryQueue(policy, capacity)
+        for index in range(1, pushes + 1):
+            queue.push(Frame(image=np.zeros((1, 1, 3), np.uint8), index=index))
+        taken = []
+        while (item := queue.pop()) is not None:
+            taken.append((item[0].index, item[1]))
+        return taken, queue
+
+    taken, queue = run("latest", 5, 3)  # latest keeps one frame whatever the capacity
+    assert taken == [(3, 2)] and queue.capacity == 1 and queue.dropped_total == 2
+    taken, queue = run("drop_oldest", 2, 5)
+    assert taken == [(4, 3), (5, 0)] and queue.dropped_total == 3
+    queue = DeliveryQueue("block", 2)
+    for index in range(2):
+        assert not queue.must_wait
+        queue.push(Frame(image=np.zeros((1, 1, 3), np.uint8), index=index))
+    assert queue.must_wait and len(queue) == 2 and queue.dropped_total == 0
+    with pytest.raises(ValueError, match="unknown live policy"):
+        DeliveryQueue("newest")
+
+
 # -- camera (no camera here: the error paths) -----------------------------------------------
 
 
@@ -202,8 +232,8 @@ def test_camera_uri_forms_and_options(tmp_path: Path) -> None:
 def test_camera_wait_for_online_gives_up() -> None:
     device = free_video_device()
     rec = Recorder()
-    src = CameraSource(device, wait_for_online=True, max_attempts=2, backoff_initial_s=0.05,
-                       backoff_jitter=0, on_status=rec)
+    src = CameraSource(device, wait_for_online=True, on_status=rec,
+                       reconnect=ReconnectPolicy(max_attempts=2, backoff_initial_s=0.05, backoff_jitter=0))
     with pytest.raises(SourceError, match=f"gave up after 2 reconnect attempts .*camera not found: {device}"):
         src.info()
     assert rec.names() == ["offline", "reconnecting", "reconnecting", "eos"]
@@ -266,6 +296,23 @@ def test_stream_wait_for_online_can_be_stopped() -> None:
     assert rec.names() == ["offline", "reconnecting"]
 
 
+def test_reconnect_policy_from_keywords_and_config() -> None:
+    """One ReconnectPolicy reaches the source: loose keywords given to open_source are folded
+    over a ``reconnect`` given with them, and the config's section builds the same object."""
+    url = f"rtsp://127.0.0.1:{free_port()}/test"
+    base = ReconnectPolicy(backoff_initial_s=30, backoff_max_s=30)
+    src = open_source(url, wait_for_online=True, reconnect=base, read_timeout_s=1.5)  # returns at once
+    try:
+        assert src.reconnect == replace(base, read_timeout_s=1.5)
+        assert (src.read_timeout_s, src.backoff.initial_s, src.backoff.max_attempts) == (1.5, 30, None)
+    finally:
+        src.close()
+    config = ReconnectConfig(read_timeout_s=2.0, max_attempts=3, backoff_jitter=0.0)
+    assert config.policy() == ReconnectPolicy(read_timeout_s=2.0, max_attempts=3, backoff_jitter=0.0)
+    with pytest.raises(SourceError, match=r"unknown option\(s\) read_timeout_s for video file source"):
+        open_source(__file__, read_timeout_s=1.0)  # files do not reconnect
+
+
 def test_http_finite_stream_ends_with_eos(h264_video: Path) -> None:
     """A recorded file over HTTP has a duration: its end is the end, not an outage."""
     import functools
@@ -279,7 +326,7 @@ def test_http_finite_stream_ends_with_eos(h264_video: Path) -> None:
     try:
         rec = Recorder()
         url = f"http://127.0.0.1:{httpd.server_address[1]}/{h264_video.name}"
-        with open_source(url, on_status=rec, **FAST) as src:
+        with open_source(url, on_status=rec, **asdict(FAST)) as src:  # loose keywords, folded
             assert src.info().live and (src.info().width, src.info().height) == (160, 120)
             frames = list(src.frames())
     finally:
@@ -296,7 +343,7 @@ def test_http_finite_stream_ends_with_eos(h264_video: Path) -> None:
 @needs_rtsp
 def test_stream_frames(rtsp: RtspServer) -> None:
     rec = Recorder()
-    with open_source(rtsp.url, on_status=rec, stream_id="cam", **FAST) as src:
+    with open_source(rtsp.url, on_status=rec, stream_id="cam", reconnect=FAST) as src:
         assert isinstance(src, StreamSource)
         info = src.info()
         assert (info.width, info.height, info.live) == (320, 240, True)
@@ -320,7 +367,7 @@ def test_stream_frames(rtsp: RtspServer) -> None:
 @needs_rtsp
 def test_stream_reconnects_after_server_kill(rtsp: RtspServer) -> None:
     rec = Recorder()
-    src = StreamSource(rtsp.url, on_status=rec, **FAST)
+    src = StreamSource(rtsp.url, on_status=rec, reconnect=FAST)
     frames = src.frames()
     before = take(frames, 5)
     mark = len(rec.events)
@@ -335,7 +382,7 @@ def test_stream_reconnects_after_server_kill(rtsp: RtspServer) -> None:
     assert names[0] == "offline"
     assert names[1:4] == ["reconnecting"] * 3
     assert names[-2:] == ["online", "eos"]
-    assert (events[0]["time_ns"] - killed_ns) / 1e9 < FAST["read_timeout_s"]
+    assert (events[0]["time_ns"] - killed_ns) / 1e9 < FAST.read_timeout_s
     delays = [e["delay_s"] for e in events if e["event"] == "reconnecting"]
     assert [e["attempt"] for e in events if e["event"] == "reconnecting"] == list(range(1, len(delays) + 1))
     assert all(b > a for a, b in pairwise(delays)), delays  # growing
@@ -355,7 +402,7 @@ def test_stream_reconnects_after_server_kill(rtsp: RtspServer) -> None:
 def test_stream_stall_goes_offline_after_read_timeout(rtsp: RtspServer) -> None:
     """A server that stops sending without closing (SIGSTOP): the read timeout notices."""
     rec = Recorder()
-    src = StreamSource(rtsp.url, on_status=rec, **{**FAST, "read_timeout_s": 1.5})
+    src = StreamSource(rtsp.url, on_status=rec, reconnect=replace(FAST, read_timeout_s=1.5))
     frames = src.frames()
     take(frames, 3)
     rec.on("reconnecting", 1, lambda: os.kill(rtsp.proc.pid, signal.SIGCONT))
@@ -377,7 +424,7 @@ def test_stream_stall_goes_offline_after_read_timeout(rtsp: RtspServer) -> None:
 @needs_rtsp
 def test_stream_no_leaks_across_restarts(rtsp: RtspServer) -> None:
     rec = Recorder()
-    src = StreamSource(rtsp.url, on_status=rec, **FAST)
+    src = StreamSource(rtsp.url, on_status=rec, reconnect=FAST)
     frames = src.frames()
     take(frames, 3)
     samples = [(open_fds(), threading.active_count(), native_threads())]  # online, one connection
@@ -400,7 +447,7 @@ def test_stream_no_leaks_across_restarts(rtsp: RtspServer) -> None:
 @needs_rtsp
 def test_stop_during_backoff_returns_promptly(rtsp: RtspServer) -> None:
     rec = Recorder()
-    src = StreamSource(rtsp.url, on_status=rec, **{**FAST, "backoff_initial_s": 30, "backoff_max_s": 60})
+    src = StreamSource(rtsp.url, on_status=rec, reconnect=replace(FAST, backoff_initial_s=30, backoff_max_s=60))
     got: list = []
     waiting = threading.Event()
     rec.on("reconnecting", 1, waiting.set)
@@ -437,7 +484,7 @@ def test_stop_during_backoff_returns_promptly(rtsp: RtspServer) -> None:
 @needs_rtsp
 def test_stream_gives_up_after_max_attempts(rtsp: RtspServer) -> None:
     rec = Recorder()
-    src = StreamSource(rtsp.url, on_status=rec, max_attempts=2, **{**FAST, "backoff_initial_s": 0.05})
+    src = StreamSource(rtsp.url, on_status=rec, reconnect=replace(FAST, max_attempts=2, backoff_initial_s=0.05))
     frames = src.frames()
     take(frames, 2)
     rtsp.kill()
@@ -450,7 +497,7 @@ def test_stream_gives_up_after_max_attempts(rtsp: RtspServer) -> None:
 @needs_rtsp
 def test_stream_size_change_keeps_first_size(rtsp: RtspServer) -> None:
     rec = Recorder()
-    src = StreamSource(rtsp.url, on_status=rec, **FAST)
+    src = StreamSource(rtsp.url, on_status=rec, reconnect=FAST)
     frames = src.frames()
     take(frames, 2)
 
@@ -470,7 +517,7 @@ def test_stream_size_change_keeps_first_size(rtsp: RtspServer) -> None:
 @needs_rtsp
 def test_latest_frame_reader_drops_old_frames_and_survives_outage(rtsp: RtspServer) -> None:
     threads_before = threading.active_count()
-    src = StreamSource(rtsp.url, stream_id="cam", **FAST)
+    src = StreamSource(rtsp.url, stream_id="cam", reconnect=FAST)
     reader = LatestFrameReader(src)
     taken = []
     for _ in range(4):  # a consumer three times slower than the 10 fps feed
@@ -500,7 +547,7 @@ def test_latest_frame_reader_drops_old_frames_and_survives_outage(rtsp: RtspServ
 
     t0 = time.monotonic()
     assert reader.close()
-    assert time.monotonic() - t0 < FAST["read_timeout_s"] + 1
+    assert time.monotonic() - t0 < FAST.read_timeout_s + 1
     assert reader.finished and reader.get(timeout=0) is None
     assert reader.pop_events()[-1]["event"] == "eos"
     assert threading.active_count() == threads_before
@@ -508,7 +555,7 @@ def test_latest_frame_reader_drops_old_frames_and_survives_outage(rtsp: RtspServ
 
 @needs_rtsp
 def test_latest_frame_reader_reports_source_error(rtsp: RtspServer) -> None:
-    src = StreamSource(rtsp.url, max_attempts=1, **{**FAST, "backoff_initial_s": 0.05})
+    src = StreamSource(rtsp.url, reconnect=replace(FAST, max_attempts=1, backoff_initial_s=0.05))
     with LatestFrameReader(src) as reader:
         assert reader.get(timeout=10) is not None
         rtsp.kill()

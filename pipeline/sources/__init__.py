@@ -13,10 +13,16 @@ URI forms:
 
 Loaders are imported lazily, so a scheme whose module needs optional packages costs nothing
 until it is used.
+
+Sources that reconnect take their timeouts and backoff as one
+:class:`~pipeline.sources.reconnect.ReconnectPolicy` (``reconnect=``); :func:`open_source`
+also accepts its fields as loose keywords (``open_source(url, read_timeout_s=2)``) and folds
+them into that policy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import os
@@ -60,7 +66,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(//)?")
 
 def reconnects(uri: str) -> bool:
     """True for URIs of feeds that reconnect when lost (network streams and cameras), which
-    take the timeout and backoff options; files, folders and synthetic sources end."""
+    take a ``reconnect`` policy (timeouts, backoff); files, folders and synthetic sources end."""
     uri = str(uri)
     if _CAMERA_DEVICE.match(uri):
         return True
@@ -96,23 +102,49 @@ def _resolve(scheme: str) -> SourceLoader:
     return resolved
 
 
-def _check_options(kind: str, factory: Callable[..., object], options: dict) -> None:
-    """Reject options the source does not take, naming them (instead of a TypeError)."""
-    if not options:
-        return
+def _keywords(factory: Callable[..., object]) -> set[str] | None:
+    """The keyword parameters ``factory`` takes (``None``: unknown, or it takes any)."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
-        return
+        return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = {
+        return None
+    return {
         name
         for name, p in params.items()
         if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     }
+
+
+def _fold_reconnect(factory: Callable[..., object], options: dict) -> dict:
+    """``options`` with loose reconnect fields (``read_timeout_s=2``, ...) folded into the
+    ``reconnect`` policy, for sources that take one (over a ``reconnect`` given too)."""
+    if "reconnect" not in (_keywords(factory) or ()):
+        return options
+    from pipeline.sources.reconnect import RECONNECT_OPTIONS, ReconnectPolicy
+
+    loose = {name: options[name] for name in RECONNECT_OPTIONS if name in options}
+    if not loose:
+        return options
+    folded = {name: value for name, value in options.items() if name not in loose}
+    folded["reconnect"] = dataclasses.replace(folded.get("reconnect") or ReconnectPolicy(), **loose)
+    return folded
+
+
+def _check_options(kind: str, factory: Callable[..., object], options: dict) -> None:
+    """Reject options the source does not take, naming them (instead of a TypeError)."""
+    if not options:
+        return
+    accepted = _keywords(factory)
+    if accepted is None:
+        return
     unknown = sorted(set(options) - accepted)
     if unknown:
+        if "reconnect" in accepted:  # open_source folds these into it
+            from pipeline.sources.reconnect import RECONNECT_OPTIONS
+
+            accepted |= set(RECONNECT_OPTIONS)
         known = ", ".join(sorted(accepted - {"path", "uri", "self"})) or "none"
         raise SourceError(
             f"unknown option(s) {', '.join(unknown)} for {kind} source (accepted: {known})"
@@ -159,6 +191,7 @@ def open_source(uri: str, **options: object) -> Source:
 
     if scheme is not None and scheme in SOURCE_SCHEMES:
         loader = _resolve(scheme)
+        options = _fold_reconnect(loader, options)
         _check_options(f"{scheme}://", loader, options)
         return loader(uri, **options)
 
@@ -169,6 +202,7 @@ def open_source(uri: str, **options: object) -> Source:
 
     if _CAMERA_DEVICE.match(uri) and "camera" in SOURCE_SCHEMES:
         loader = _resolve("camera")
+        options = _fold_reconnect(loader, options)
         _check_options("camera", loader, options)
         return loader(uri, **options)
 

@@ -10,7 +10,7 @@ names); unset options leave the driver's current mode. Frames are converted to R
 source. A missing device raises ``SourceError("camera not found: /dev/video3")`` at once
 (unless ``wait_for_online=True``); a device that disappears while running (USB unplugged)
 is reconnected like a network stream (status events, backoff), see
-:mod:`pipeline.sources.stream`.
+:mod:`pipeline.sources.live_av`.
 
 Why not OpenCV: the capture process must not load OpenCV's FFmpeg next to PyAV's (two
 FFmpeg builds in one process), and PyAV gives timestamps and timeouts.
@@ -26,8 +26,8 @@ from typing import Any
 import av
 
 from pipeline.sources.base import SourceError
-from pipeline.sources.reconnect import Backoff, StatusCallback
-from pipeline.sources.stream import LiveAVSource, _ConnectError
+from pipeline.sources.live_av import ConnectError, LiveAVSource
+from pipeline.sources.reconnect import ReconnectPolicy, StatusCallback
 
 __all__ = ["CameraSource", "camera_device", "is_camera_device"]
 
@@ -65,9 +65,11 @@ class CameraSource(LiveAVSource):
         framerate: frames per second to ask for.
         input_format: V4L2 pixel format to ask for (``mjpeg``, ``yuyv422``, ``h264``, ...).
         av_options: extra options for FFmpeg's v4l2 input (strings).
-        open_timeout_s, read_timeout_s, max_attempts, backoff*, on_status, stream_id,
-        wait_for_online, thread_type, thread_count: as for
-        :class:`~pipeline.sources.stream.StreamSource`.
+        reconnect: open/read timeouts and the backoff between reconnect attempts
+            (``None``: the :class:`ReconnectPolicy` defaults).
+        on_status, stream_id, wait_for_online, thread_type, thread_count: as for
+            :class:`~pipeline.sources.live_av.LiveAVSource` (a camera never "ends": its
+            end of stream always counts as an outage).
     """
 
     kind = "camera"
@@ -80,15 +82,7 @@ class CameraSource(LiveAVSource):
         framerate: float | str | None = None,
         input_format: str | None = None,
         av_options: dict[str, Any] | None = None,
-        open_timeout_s: float = 5.0,
-        read_timeout_s: float = 5.0,
-        max_attempts: int | None = None,
-        backoff: Backoff | None = None,
-        backoff_initial_s: float = 0.5,
-        backoff_max_s: float = 10.0,
-        backoff_factor: float = 2.0,
-        backoff_jitter: float = 0.2,
-        backoff_seed: int | None = None,
+        reconnect: ReconnectPolicy | None = None,
         on_status: StatusCallback | None = None,
         stream_id: str = "0",
         wait_for_online: bool = False,
@@ -113,15 +107,7 @@ class CameraSource(LiveAVSource):
             self._check_device()  # fail fast, before any FFmpeg call
         super().__init__(
             uri,
-            open_timeout_s=open_timeout_s,
-            read_timeout_s=read_timeout_s,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            backoff_initial_s=backoff_initial_s,
-            backoff_max_s=backoff_max_s,
-            backoff_factor=backoff_factor,
-            backoff_jitter=backoff_jitter,
-            backoff_seed=backoff_seed,
+            reconnect=reconnect,
             on_status=on_status,
             stream_id=stream_id,
             wait_for_online=wait_for_online,
@@ -154,7 +140,7 @@ class CameraSource(LiveAVSource):
     def _open_container(self) -> Any:
         problem = self._device_problem()
         if problem:
-            raise _ConnectError(problem)
+            raise ConnectError(problem)
         return av.open(
             self.device,
             mode="r",

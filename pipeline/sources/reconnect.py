@@ -7,6 +7,9 @@
 for attempt ``n = 1, 2, ...``; after ``max_attempts`` attempts it says stop (``None``).
 :meth:`Backoff.reset` starts over (called when the link is back).
 
+:class:`ReconnectPolicy` is the one object a live source takes for all of this: its open and
+read timeouts and its backoff parameters (``source.reconnect`` of the config builds it).
+
 :class:`LinkStatus` tracks one source's link and reports every change as an event dict::
 
     {"event": "online" | "offline" | "reconnecting" | "eos",
@@ -31,12 +34,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
 from pipeline import messages
 
 __all__ = [
     "Backoff",
+    "ReconnectPolicy",
+    "RECONNECT_OPTIONS",
     "LinkStatus",
     "StatusCallback",
     "EVENTS",
@@ -139,6 +145,49 @@ class Backoff:
             f"Backoff(initial_s={self.initial_s}, max_s={self.max_s}, factor={self.factor}, "
             f"jitter={self.jitter}, max_attempts={self.max_attempts})"
         )
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How a live source (network stream, camera) opens, notices a lost link and retries.
+
+    A plain description, validated by the source that uses it (its errors then name the
+    source); every reconnecting source takes one as ``reconnect=``, and
+    :func:`~pipeline.sources.open_source` also accepts the fields as loose keywords.
+
+    Attributes:
+        open_timeout_s: how long opening (connect, handshake, probe, first frame) may take.
+        read_timeout_s: how long a read may block, or data come without a decodable frame,
+            before the link counts as lost.
+        max_attempts: reconnect attempts per outage before giving up (``None``: forever).
+        backoff_initial_s, backoff_max_s, backoff_factor, backoff_jitter, backoff_seed:
+            the :class:`Backoff` between attempts (``initial_s``, ``max_s``, ``factor``,
+            ``jitter``, ``seed``).
+    """
+
+    open_timeout_s: float = 5.0
+    read_timeout_s: float = 5.0
+    max_attempts: int | None = None
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 10.0
+    backoff_factor: float = 2.0
+    backoff_jitter: float = 0.2
+    backoff_seed: int | None = None
+
+    def new_backoff(self) -> Backoff:
+        """A fresh :class:`Backoff` with these parameters (raises ``ValueError`` on bad ones)."""
+        return Backoff(
+            self.backoff_initial_s,
+            self.backoff_max_s,
+            self.backoff_factor,
+            self.backoff_jitter,
+            self.max_attempts,
+            seed=self.backoff_seed,
+        )
+
+
+# The keyword names open_source() folds into a ReconnectPolicy (the config's names too).
+RECONNECT_OPTIONS = tuple(f.name for f in fields(ReconnectPolicy))
 
 
 class LinkStatus:

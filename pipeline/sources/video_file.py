@@ -25,8 +25,17 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 
+from pipeline.sources.av_frames import (
+    av_error_reason,
+    budgeted_codec_threads,
+    decode_packet,
+    frame_rotation,
+    frame_to_rgb,
+    nominal_fps,
+    quarter_turns,
+    to_fraction,
+)
 from pipeline.sources.base import Frame, Source, SourceError, SourceInfo
 
 __all__ = ["VideoFileSource"]
@@ -35,56 +44,6 @@ __all__ = ["VideoFileSource"]
 _MAX_CONSECUTIVE_DEMUX_ERRORS = 32
 # How many packets the rotation probe may read before giving up on finding a frame.
 _PROBE_PACKETS = 256
-
-
-def _reason(exc: BaseException) -> str:
-    """The FFmpeg reason of a PyAV error, without errno and file name noise."""
-    reason = getattr(exc, "strerror", None)
-    return str(reason) if reason else str(exc)
-
-
-def _to_fraction(value: object) -> Fraction | None:
-    if value is None:
-        return None
-    try:
-        frac = Fraction(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    return frac if frac > 0 else None
-
-
-def _frame_rotation(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> int:
-    """Counter-clockwise display rotation of ``frame`` in degrees (0 when none)."""
-    rotation = getattr(frame, "rotation", None)  # PyAV >= 14: DISPLAYMATRIX side data
-    if rotation is None:
-        # Older PyAV: FFmpeg builds that still export the legacy (clockwise) "rotate" tag.
-        try:
-            rotation = -float(stream.metadata.get("rotate", 0))
-        except (TypeError, ValueError):
-            rotation = 0
-    return int(rotation or 0)
-
-
-def budgeted_codec_threads() -> int:
-    """Decoder threads a capture stage was given by the resource plan (its environment);
-    0 (FFmpeg's choice, one per core) outside a planned stage."""
-    try:
-        return max(0, int(os.environ.get("SEGSTREAM_CODEC_THREADS", "0")))
-    except ValueError:
-        return 0
-
-
-def _quarter_turns(rotation: float) -> int:
-    """Number of counter-clockwise quarter turns (0..3) closest to ``rotation`` degrees."""
-    return int(round(rotation / 90.0)) % 4
-
-
-def frame_to_rgb(frame: av.VideoFrame, quarter_turns: int = 0) -> np.ndarray:
-    """Convert a decoded frame to an upright H x W x 3 uint8 C-contiguous RGB array."""
-    image = frame.to_ndarray(format="rgb24")
-    if quarter_turns:
-        image = np.rot90(image, k=quarter_turns)
-    return np.ascontiguousarray(image)
 
 
 class VideoFileSource(Source):
@@ -137,7 +96,7 @@ class VideoFileSource(Source):
         try:
             container = av.open(str(self.path), mode="r", metadata_errors="ignore")
         except av.FFmpegError as exc:
-            raise SourceError(f"cannot open video '{self.path}': {_reason(exc)}") from exc
+            raise SourceError(f"cannot open video '{self.path}': {av_error_reason(exc)}") from exc
         except OSError as exc:
             raise SourceError(f"cannot open video '{self.path}': {exc.strerror or exc}") from exc
         if not container.streams.video:
@@ -171,12 +130,9 @@ class VideoFileSource(Source):
                 for n, packet in enumerate(container.demux(stream)):
                     if n >= _PROBE_PACKETS:
                         break
-                    try:
-                        decoded = packet.decode()
-                    except (av.FFmpegError, ValueError):
-                        continue
+                    decoded = decode_packet(packet)
                     if decoded:
-                        return _frame_rotation(decoded[0], stream)
+                        return frame_rotation(decoded[0], stream)
         except (av.FFmpegError, OSError, ValueError):
             pass
         return 0
@@ -192,14 +148,10 @@ class VideoFileSource(Source):
             width = int(cc.width or stream.width or 0)
             height = int(cc.height or stream.height or 0)
             rotation = self._probe_rotation()
-            if _quarter_turns(rotation) % 2:
+            if quarter_turns(rotation) % 2:
                 width, height = height, width
-            fps = (
-                _to_fraction(stream.average_rate)
-                or _to_fraction(stream.guessed_rate)
-                or _to_fraction(getattr(stream, "base_rate", None))
-            )
-            time_base = _to_fraction(stream.time_base)
+            fps = nominal_fps(stream)
+            time_base = to_fraction(stream.time_base)
             frame_count: int | None = (
                 int(stream.frames) if stream.frames and stream.frames > 0 else None
             )
@@ -249,11 +201,8 @@ class VideoFileSource(Source):
                     consecutive_demux_errors = 0
                     if packet.size == 0:
                         flushed = True  # the demuxer's end-of-stream flush packet
-                    try:
-                        decoded = packet.decode()
-                    except EOFError:
-                        decoded = []
-                    except (av.FFmpegError, ValueError):
+                    decoded = decode_packet(packet)
+                    if decoded is None:
                         self.decode_errors += 1
                         continue
                     yield from decoded
@@ -285,8 +234,8 @@ class VideoFileSource(Source):
         stream = container.streams[self._stream_index]
         stream.thread_type = self.thread_type
         stream.codec_context.thread_count = self.thread_count
-        time_base = _to_fraction(stream.time_base)
-        fps = _to_fraction(stream.average_rate) or _to_fraction(stream.guessed_rate)
+        time_base = to_fraction(stream.time_base)
+        fps = to_fraction(stream.average_rate) or to_fraction(stream.guessed_rate)
         step = (1 / (fps * time_base)) if fps is not None and time_base is not None else Fraction(1)
 
         index = 0
@@ -294,7 +243,7 @@ class VideoFileSource(Source):
         if self.max_frames == 0:
             return
         for av_frame in self._decoded(container, stream):
-            image = frame_to_rgb(av_frame, _quarter_turns(_frame_rotation(av_frame, stream)))
+            image = frame_to_rgb(av_frame, quarter_turns(frame_rotation(av_frame, stream)))
             pts = av_frame.pts
             if pts is None:
                 pts = round(index * step)
