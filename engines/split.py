@@ -97,7 +97,8 @@ def configure_detection(
     rpn_post_nms_top_n_test: int | None = None,
 ) -> dict[str, float | int]:
     """Apply detection settings to a Mask R-CNN (``None`` keeps the model's own) and return
-    the settings in effect (the same options and defaults as ``TorchBackend``)."""
+    the settings in effect. Backends reach it through
+    ``engines.backends.options.DetectionOptions.apply``, which validates the values first."""
     heads, rpn = model.roi_heads, model.rpn
     if box_score_thresh is not None:
         heads.score_thresh = float(box_score_thresh)

@@ -10,12 +10,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     from pipeline.sources import Source
+    from pipeline.sources.reconnect import ReconnectPolicy
 
 HOPS = ("capture", "preprocess", "infer", "postprocess")  # the stage that PUSHes on each hop
 
@@ -39,6 +48,12 @@ class ReconnectConfig(_Section):
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError(f"backoff_max_s ({self.backoff_max_s}) is below backoff_initial_s ({self.backoff_initial_s})")
         return self
+
+    def policy(self) -> ReconnectPolicy:
+        """These settings as the one object live sources take (``reconnect=``)."""
+        from pipeline.sources.reconnect import ReconnectPolicy
+
+        return ReconnectPolicy(**self.model_dump())
 
 
 class SourceConfig(_Section):
@@ -73,7 +88,69 @@ class SourceConfig(_Section):
 
         if not reconnects(uri):
             return open_source(uri)
-        return open_source(uri, **self.reconnect.model_dump(), wait_for_online=wait_for_online)
+        return open_source(uri, reconnect=self.reconnect.policy(), wait_for_online=wait_for_online)
+
+
+#: Which backends take each ``model.backend_options`` key but precision (``auto`` only
+#: what every candidate takes: it passes the same options to each). It mirrors the
+#: backends' constructors (this module imports no engines); tests/test_backend_options.py
+#: checks that it does.
+BACKEND_OPTION_TAKERS: dict[str, tuple[str, ...]] = {
+    "threads": ("pytorch", "onnxruntime", "openvino", "tensorrt", "auto"),
+    "calibration_source": ("openvino", "tensorrt"),
+    "calibration_frames": ("openvino", "tensorrt"),
+    "tensorrt_ep": ("onnxruntime",),
+}
+#: The precisions each backend runs. pytorch and onnxruntime run fp32 only (no option: fp32
+#: there is accepted as what they do); auto none, since its candidates differ (TensorRT's
+#: default is fp16).
+BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "pytorch": ("fp32",),
+    "onnxruntime": ("fp32",),
+    "openvino": ("fp32", "int8"),
+    "tensorrt": ("fp32", "fp16", "int8"),
+    "auto": (),
+}
+
+
+class BackendOptionsConfig(_Section):
+    """``model.backend_options``: how the chosen backend runs the model. Every key left out
+    (or null) keeps the backend's default. A key the configured backend does not take is an
+    error naming it (see ``check``), never silently ignored."""
+
+    # fp32 (every backend), fp16 (tensorrt), int8 (openvino, tensorrt: calibrated on frames)
+    precision: Literal["fp32", "fp16", "int8"] | None = None
+    threads: int | None = Field(default=None, ge=1, le=1024)  # overrides the model's thread budget
+    # int8: the source URI calibration frames are read from (null: the reserved synthetic
+    # calibration scene, engines.backends.options.DEFAULT_CALIBRATION_SOURCE), at most
+    # calibration_frames of them (null: 64)
+    calibration_source: str | None = None
+    calibration_frames: int | None = Field(default=None, ge=1, le=100_000)
+    # onnxruntime on cuda: may ORT use its TensorRT execution provider (default: yes)
+    tensorrt_ep: bool | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The keys that are set (not null)."""
+        return self.model_dump(exclude_none=True)
+
+    def check(self, backend: str) -> str | None:
+        """What is wrong with these options for ``backend`` (one line), or None."""
+        given = self.given()
+        precision = given.pop("precision", None)
+        if precision is not None and precision not in BACKEND_PRECISIONS[backend]:
+            if backend == "auto":
+                return ("precision needs a fixed model.backend, not auto (its candidates run "
+                        "different precisions)")
+            runs = [name for name, choices in BACKEND_PRECISIONS.items() if precision in choices]
+            return f"precision {precision} runs on backend {' or '.join(runs)}, not {backend}"
+        for key in given:
+            takers = BACKEND_OPTION_TAKERS[key]
+            if backend not in takers:
+                return f"{key} is an option of backend {' or '.join(takers)}, not {backend}"
+            if key.startswith("calibration_") and precision != "int8":
+                shown = precision or "the default"
+                return f"{key} is used by precision int8 only (precision is {shown})"
+        return None
 
 
 class ModelConfig(_Section):
@@ -92,6 +169,26 @@ class ModelConfig(_Section):
     mask_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     max_detections: int = Field(default=100, ge=1)
     seed: int = 0  # for `random` weights
+    # the backend's own options (precision, threads, int8 calibration, ...): see
+    # BackendOptionsConfig; checked against `backend` here, so a run never starts with one
+    # the backend would not take
+    backend_options: BackendOptionsConfig = Field(default_factory=BackendOptionsConfig)
+
+    @field_validator("backend_options", mode="before")
+    @classmethod
+    def _no_backend_options(cls, value: Any) -> Any:
+        return {} if value is None else value  # `backend_options:` with nothing under it
+
+    @field_validator("backend_options")
+    @classmethod
+    def _check_backend_options(
+        cls, options: BackendOptionsConfig, info: ValidationInfo
+    ) -> BackendOptionsConfig:
+        backend = info.data.get("backend")  # absent when it failed (its own error says why)
+        problem = options.check(backend) if backend is not None else None
+        if problem:
+            raise ValueError(problem)
+        return options
 
 
 class BatchingConfig(_Section):

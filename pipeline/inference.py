@@ -3,13 +3,21 @@ the in-process reference path and the benchmark's sequential baseline."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
 import torch
 
 from engines.backends import AutoProbe, create_backend
 from engines.backends.base import Backend
+from engines.backends.options import DEFAULT_CALIBRATION_FRAMES, DEFAULT_CALIBRATION_SOURCE
 from engines.outputs import InstanceOutput, SemanticOutput
 from engines.transform import batch_images
-from pipeline.config import ModelConfig
+from pipeline.config import BACKEND_PRECISIONS, ModelConfig
+from pipeline.errors import ConfigError
 
 PROBE_SEED = 3  # the synthetic scene ``backend: auto`` times candidates on (timing only)
 
@@ -25,10 +33,54 @@ def auto_probe(frame_size: tuple[int, int], batch_size: int, threads: int) -> Au
     return AutoProbe(tuple(scene.frame(15 * i).image for i in range(frames)), batch_size, threads)
 
 
+def calibration_frames(uri: str, limit: int) -> Iterator[np.ndarray]:
+    """The first ``limit`` frames of source ``uri`` as H x W x 3 uint8 RGB arrays.
+
+    A generator: the source is opened only when the first frame is asked for, so a backend
+    whose int8 model is already cached (keyed by ``uri``) never opens it.
+    """
+    from pipeline.sources import open_source
+
+    with open_source(uri) as source:
+        for frame in itertools.islice(source.frames(), limit):
+            yield frame.image
+
+
+def backend_options(model: ModelConfig, threads: int | None = None) -> dict[str, Any]:
+    """The backend's own keyword options from ``model.backend_options`` (the shared ones,
+    sizes and seed, are added by ``open_backend``). ``threads``: the model's thread budget,
+    unless ``backend_options.threads`` overrides it. Raises ``ConfigError`` for an option
+    the configured backend does not take (normally caught when the config is loaded)."""
+    chosen = model.backend_options
+    problem = chosen.check(model.backend)
+    if problem:  # a config changed after validation: still one line, before anything starts
+        raise ConfigError(f"model.backend_options: {problem}")
+    options = chosen.given()
+    precision = options.pop("precision", None)
+    options.pop("calibration_source", None)
+    options.pop("calibration_frames", None)
+    threads = options.pop("threads", None) or threads
+    if threads:
+        options["threads"] = int(threads)
+    # fp32-only backends have no precision option: fp32 there is what they run anyway
+    if precision is not None and BACKEND_PRECISIONS[model.backend] != ("fp32",):
+        options["precision"] = precision
+    if precision == "int8":  # engines never open sources: the frames are read here
+        uri = chosen.calibration_source or DEFAULT_CALIBRATION_SOURCE
+        limit = chosen.calibration_frames or DEFAULT_CALIBRATION_FRAMES
+        options.update(calibration=calibration_frames(uri, limit), calibration_source=uri,
+                       calibration_frames=limit)  # fmt: skip
+    return options
+
+
 def open_backend(model: ModelConfig, probe: AutoProbe | None = None, threads: int | None = None) -> Backend:
-    """The backend a ``model:`` config section asks for. ``probe``: what ``backend: auto``
-    times the candidates on (without it, auto takes the first that starts); ``threads``:
-    the model's thread budget (None: the engine's default)."""
+    """The backend a ``model:`` config section asks for, with its ``backend_options``.
+    ``probe``: what ``backend: auto`` times the candidates on (without it, auto takes the
+    first that starts); ``threads``: the model's thread budget (None: the engine's
+    default; ``backend_options.threads`` overrides it)."""
+    options = backend_options(model, threads)
+    if probe is not None and options.get("threads") and options["threads"] != probe.threads:
+        probe = dataclasses.replace(probe, threads=options["threads"])  # part of auto's cache key
     return create_backend(
         model.name,
         model.weights,
@@ -38,7 +90,7 @@ def open_backend(model: ModelConfig, probe: AutoProbe | None = None, threads: in
         min_size=model.min_size,
         max_size=model.max_size,
         seed=model.seed,
-        **({"threads": threads} if threads else {}),
+        **options,
     )
 
 

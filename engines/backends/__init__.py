@@ -2,13 +2,15 @@
 
 Backends register a factory ``(model, weights, device, **options) -> Backend`` and an
 availability probe under a name. ``"auto"`` takes the first available of
-``AUTO_ORDER`` (TensorRT, ONNX Runtime, PyTorch); a candidate that fails to start with a
-``ModelError`` is logged and the next one is tried.
+``AUTO_ORDER`` (TensorRT, OpenVINO, ONNX Runtime, PyTorch), or with a probe the fastest
+(``autoselect``); a candidate that fails to start with a ``ModelError`` is logged and the
+next one is tried. Options are given flat: the shared ones (``options.ModelOptions``) and
+the backend's own; a name the backend does not take fails before anything loads.
 """
 
 from __future__ import annotations
 
-import inspect
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 from engines.backends.base import Backend, ModelSpec
+from engines.backends.options import DetectionOptions, ModelOptions, check_option_names
 from engines.errors import ModelError
 
 __all__ = [
@@ -24,6 +27,8 @@ __all__ = [
     "AutoProbe",
     "Backend",
     "BackendFactory",
+    "DetectionOptions",
+    "ModelOptions",
     "ModelSpec",
     "available_backends",
     "backend_names",
@@ -82,70 +87,44 @@ def _always(_device: torch.device | str) -> bool:
     return True
 
 
-def _check_options(backend: str, cls: type, options: dict[str, Any]) -> None:
-    allowed = [
-        p.name
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-    for key in options:
-        if key not in allowed:
-            raise ModelError(
-                f"unknown option '{key}' for backend {backend} (known: {', '.join(allowed)})"
-            )
+def _factory(name: str, module: str, class_name: str) -> BackendFactory:
+    """A factory that imports the backend's module only when it is used (heavy imports), and
+    rejects an option the backend does not take before it starts anything."""
+
+    def make(model: str, weights: Any, device: str | torch.device, **options: Any) -> Backend:
+        cls = getattr(importlib.import_module(module), class_name)
+        check_option_names(name, cls, options)
+        return cls(model, weights, device, **options)
+
+    return make
 
 
-def _pytorch(model: str, weights: Any, device: str | torch.device, **options: Any) -> Backend:
-    from engines.backends.torch_backend import TorchBackend
+def _probe(module: str, function: str) -> Callable[[torch.device | str], bool]:
+    """An availability probe in the backend's module, imported when asked."""
 
-    _check_options("pytorch", TorchBackend, options)
-    return TorchBackend(model, weights, device, **options)
+    def available(device: torch.device | str) -> bool:
+        return bool(getattr(importlib.import_module(module), function)(device))
 
-
-def _onnxruntime(model: str, weights: Any, device: str | torch.device, **options: Any) -> Backend:
-    from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-    _check_options("onnxruntime", OnnxRuntimeBackend, options)
-    return OnnxRuntimeBackend(model, weights, device, **options)
+    return available
 
 
-def _onnxruntime_available(device: torch.device | str) -> bool:
-    from engines.backends.onnxruntime_backend import onnxruntime_available
-
-    return onnxruntime_available(device)
-
-
-def _tensorrt(model: str, weights: Any, device: str | torch.device, **options: Any) -> Backend:
-    from engines.backends.tensorrt_backend import TensorRTBackend
-
-    _check_options("tensorrt", TensorRTBackend, options)
-    return TensorRTBackend(model, weights, device, **options)
-
-
-def _tensorrt_available(device: torch.device | str) -> bool:
-    from engines.backends.tensorrt_backend import tensorrt_available
-
-    return tensorrt_available(device)
-
-
-def _openvino(model: str, weights: Any, device: str | torch.device, **options: Any) -> Backend:
-    from engines.backends.openvino_backend import OpenVINOBackend
-
-    _check_options("openvino", OpenVINOBackend, options)
-    return OpenVINOBackend(model, weights, device, **options)
-
-
-def _openvino_available(device: torch.device | str) -> bool:
-    from engines.backends.openvino_backend import openvino_available
-
-    return openvino_available(device)
-
-
+_PACKAGE = "engines.backends"
 _BACKENDS: dict[str, _Registered] = {
-    "pytorch": _Registered(_pytorch, _always),
-    "onnxruntime": _Registered(_onnxruntime, _onnxruntime_available),
-    "tensorrt": _Registered(_tensorrt, _tensorrt_available),
-    "openvino": _Registered(_openvino, _openvino_available),
+    "pytorch": _Registered(
+        _factory("pytorch", f"{_PACKAGE}.torch_backend", "TorchBackend"), _always
+    ),
+    "onnxruntime": _Registered(
+        _factory("onnxruntime", f"{_PACKAGE}.onnxruntime_backend", "OnnxRuntimeBackend"),
+        _probe(f"{_PACKAGE}.onnxruntime_backend", "onnxruntime_available"),
+    ),
+    "tensorrt": _Registered(
+        _factory("tensorrt", f"{_PACKAGE}.tensorrt_backend", "TensorRTBackend"),
+        _probe(f"{_PACKAGE}.tensorrt_backend", "tensorrt_available"),
+    ),
+    "openvino": _Registered(
+        _factory("openvino", f"{_PACKAGE}.openvino_backend", "OpenVINOBackend"),
+        _probe(f"{_PACKAGE}.openvino_backend", "openvino_available"),
+    ),
 }
 
 
@@ -186,9 +165,12 @@ def create_backend(
     """Build the inference backend ``backend`` for registry model ``model``.
 
     ``weights``: see ``engines.weights.resolve_weights``. ``backend``: ``"pytorch"``,
-    ``"onnxruntime"``, ``"tensorrt"`` or ``"auto"`` (best available; logs one line
-    ``backend: <name> (auto)``). ``options`` go to the backend (thresholds, sizes, ...).
-    Raises ``ModelError`` for an unknown model / backend / option or an unusable device.
+    ``"onnxruntime"``, ``"openvino"``, ``"tensorrt"`` or ``"auto"`` (best available; logs
+    one line ``backend: <name> ...``). ``options`` go to the backend, flat: the shared
+    ones of ``ModelOptions`` / ``DetectionOptions`` (sizes, thresholds, threads, ...; or a
+    whole ``model_options=ModelOptions(...)``) and the backend's own (its constructor's
+    keyword-only parameters, e.g. ``precision``). Raises ``ModelError`` for an unknown
+    model / backend / option, a bad option value or an unusable device.
     """
     from engines.registry import get_model_entry  # lazy: the registry imports backends.base
 

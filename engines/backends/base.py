@@ -1,10 +1,12 @@
-"""The backend interface every inference engine implements (PyTorch, ONNX Runtime, TensorRT)."""
+"""The backend interface every inference engine implements, and ``SplitBackend``, the shape
+they all share (PyTorch, ONNX Runtime, OpenVINO, TensorRT)."""
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -51,3 +53,54 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free engines / sessions."""
+
+
+def checked_sizes(batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ``image_sizes`` of a padded batch [B, 3, H, W] as int pairs, after checking that
+    they fit it; ``ValueError`` (a caller's bug, not a user's) otherwise."""
+    if batch.dim() != 4 or batch.shape[1] != 3:
+        raise ValueError(f"expected a [B, 3, H, W] batch, got {tuple(batch.shape)}")
+    if len(image_sizes) != batch.shape[0]:
+        raise ValueError(f"{len(image_sizes)} image sizes for a batch of {batch.shape[0]}")
+    sizes = [(int(h), int(w)) for h, w in image_sizes]
+    for h, w in sizes:
+        if h > batch.shape[2] or w > batch.shape[3]:
+            raise ValueError(f"image size {h}x{w} exceeds the batch {tuple(batch.shape)}")
+    return sizes
+
+
+#: The split as one callable: a padded batch and its unpadded image sizes -> one output each.
+SplitRun = Callable[
+    [torch.Tensor, list[tuple[int, int]]], list[InstanceOutput] | list[SemanticOutput]
+]
+
+
+class SplitBackend(Backend):
+    """A backend that runs the model split (``engines.split``): ``SplitMaskRCNN`` or
+    ``SplitSemantic`` over the runtime's callables, set as ``_run`` by the constructor.
+
+    Every backend is one: only what runs the graphs differs (eager modules, ONNX Runtime
+    sessions, OpenVINO compiled models, TensorRT engines), so input checks, the device
+    move and closing are here once.
+    """
+
+    _run: SplitRun
+
+    def infer(
+        self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]
+    ) -> list[InstanceOutput] | list[SemanticOutput]:
+        """Run one padded batch [B, 3, H, W]; one output per image, on ``self.device``."""
+        sizes = checked_sizes(batch, image_sizes)
+        with torch.inference_mode():
+            batch = batch.to(self.device, torch.float32, non_blocking=True)
+            return self._run(batch, sizes)
+
+    def close(self) -> None:
+        """Drop the split (and with it the runners); later calls raise ``RuntimeError``."""
+        self._run = _closed
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _closed(*_args: Any) -> Any:
+    raise RuntimeError("backend is closed")

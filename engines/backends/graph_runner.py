@@ -1,7 +1,8 @@
 """What every backend that runs the exported ONNX graphs shares; only the runner differs.
 
 A *runner* executes one graph of the split (``engines.split``): a callable
-``runner(x: Tensor) -> list[Tensor]`` (ONNX Runtime's ``OrtGraph``, OpenVINO's ``OvGraph``).
+``runner(x: Tensor) -> list[Tensor]`` (ONNX Runtime's ``OrtGraph``, OpenVINO's ``OvGraph``,
+TensorRT's ``TrtGraph``).
 ``ExportedGraphBackend`` does the rest, identically for all of them:
 
 * :meth:`ExportedGraphBackend._load_export`: the cached (or given) ONNX export and its
@@ -9,9 +10,9 @@ A *runner* executes one graph of the split (``engines.split``): a callable
 * :meth:`ExportedGraphBackend._assemble`: one runner per graph (made by the backend's
   factory), wired into ``SplitMaskRCNN`` (with the eager glue: anchors, NMS, RoIAlign,
   postprocess) or ``SplitSemantic``;
-* ``infer`` (input checks, then the split) and ``close``.
+* ``infer`` (input checks, then the split) and ``close`` (from ``base.SplitBackend``).
 
-The TensorRT backend builds its engines from the same exports (:func:`resolve_export`).
+The TensorRT backend is one too: it builds its engines from the same exports.
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from engines.backends.base import Backend, ModelSpec
+from engines.backends.base import ModelSpec, SplitBackend
+from engines.backends.options import ModelOptions
 from engines.backends.torch_backend import build_spec
 from engines.errors import ModelError
 from engines.export import ensure_export, load_manifest
-from engines.outputs import InstanceOutput, SemanticOutput
 from engines.registry import get_model_entry
-from engines.split import SplitMaskRCNN, SplitSemantic, configure_detection
+from engines.split import SplitMaskRCNN, SplitSemantic
 from engines.weights import DEFAULT_SEED, LoadedWeights, build_model, resolve_weights
 
 __all__ = ["ExportedGraphBackend", "GraphRunner", "resolve_export"]
@@ -40,7 +40,7 @@ __all__ = ["ExportedGraphBackend", "GraphRunner", "resolve_export"]
 GraphRunner = Callable[[Tensor], Sequence[Tensor]]
 
 
-class ExportedGraphBackend(Backend):
+class ExportedGraphBackend(SplitBackend):
     """Base of the backends that run the ONNX export's graphs with some runtime.
 
     Subclasses call :meth:`_load_export` and then :meth:`_assemble` from ``__init__``; they
@@ -50,6 +50,8 @@ class ExportedGraphBackend(Backend):
     weights: LoadedWeights
     export_dir: Path
     manifest: dict[str, Any]
+    #: The shared options the backend was opened with.
+    model_options: ModelOptions
     #: Detection settings in effect (Mask R-CNN; empty for semantic models).
     options: dict[str, Any]
     #: The runners by graph key (``dense`` / ``box_head`` / ``mask_head`` or ``semantic``).
@@ -59,23 +61,20 @@ class ExportedGraphBackend(Backend):
         self,
         model: str,
         weights: str | LoadedWeights | None,
+        options: ModelOptions,
         *,
-        num_classes: int | None,
-        seed: int | None,
-        min_size: int | None,
-        max_size: int | None,
-        detection: dict[str, Any],
         onnx_dir: str | os.PathLike[str] | None,
         opset: int,
         argmax: bool,
-        progress: bool,
     ) -> nn.Module:
-        """Resolve the export and set ``weights``, ``spec``, ``export_dir``, ``manifest`` and
-        ``options``. Returns the model (only its glue modules are used later)."""
+        """Resolve the export and set ``weights``, ``spec``, ``export_dir``, ``manifest``,
+        ``model_options`` and ``options``. Returns the model (only its glue is used later)."""
         entry = get_model_entry(model)
         net, loaded, export_dir, manifest = resolve_export(
-            entry.name, weights, num_classes, seed, onnx_dir, opset, argmax, progress
-        )
+            entry.name, weights, options.num_classes, options.seed, onnx_dir, opset, argmax,
+            options.progress,
+        )  # fmt: skip
+        min_size, max_size = options.min_size, options.max_size
         if onnx_dir is not None:  # the export's recorded input size, unless overridden
             min_size = min_size if min_size is not None else manifest["input"].get("min_size")
             max_size = max_size if max_size is not None else manifest["input"].get("max_size")
@@ -86,9 +85,10 @@ class ExportedGraphBackend(Backend):
         )
         self.export_dir = export_dir
         self.manifest = manifest
+        self.model_options = options
         self.options = {}
         if entry.task == "instance":
-            self.options = configure_detection(net, **detection)
+            self.options = options.detection.apply(net)
         return net
 
     def _assemble(self, net: nn.Module, runner: Callable[[str], GraphRunner]) -> None:
@@ -103,35 +103,15 @@ class ExportedGraphBackend(Backend):
                 feature_names=self.manifest.get("feature_names") or None,
             )
             split.drop_dense_weights()
-            self._run: Callable[..., Any] = split
+            self._run = split
         else:
             self.graphs = {"semantic": runner("semantic")}
             self._run = SplitSemantic(self.graphs["semantic"], argmax=bool(self.manifest["argmax"]))
 
-    def infer(
-        self, batch: Tensor, image_sizes: list[tuple[int, int]]
-    ) -> list[InstanceOutput] | list[SemanticOutput]:
-        """Run one padded batch [B, 3, H, W]; one output per image, on ``self.device``."""
-        if batch.dim() != 4 or batch.shape[1] != 3:
-            raise ValueError(f"expected a [B, 3, H, W] batch, got {tuple(batch.shape)}")
-        if len(image_sizes) != batch.shape[0]:
-            raise ValueError(f"{len(image_sizes)} image sizes for a batch of {batch.shape[0]}")
-        sizes = [(int(h), int(w)) for h, w in image_sizes]
-        for h, w in sizes:
-            if h > batch.shape[2] or w > batch.shape[3]:
-                raise ValueError(f"image size {h}x{w} exceeds the batch {tuple(batch.shape)}")
-        with torch.inference_mode():
-            batch = batch.to(self.device, torch.float32, non_blocking=True)
-            return self._run(batch, sizes)
-
     def close(self) -> None:
         """Release the runners."""
         self.graphs = {}
-        self._run = _closed
-
-
-def _closed(*_args: Any) -> Any:
-    raise RuntimeError("backend is closed")
+        super().close()
 
 
 # --------------------------------------------------------------------------- the export

@@ -36,11 +36,11 @@ import torch
 from torch import Tensor
 
 from engines.backends.graph_runner import ExportedGraphBackend
-from engines.backends.graph_runner import resolve_export as _resolve_export  # noqa: F401 - TensorRT's
+from engines.backends.options import ModelOptions
 from engines.backends.torch_backend import resolve_device
 from engines.errors import ModelError
 from engines.export import DEFAULT_OPSET
-from engines.weights import DEFAULT_SEED, LoadedWeights
+from engines.weights import LoadedWeights
 
 __all__ = [
     "OnnxRuntimeBackend",
@@ -259,12 +259,11 @@ class OrtGraph:
 class OnnxRuntimeBackend(ExportedGraphBackend):
     """ONNX Runtime inference of one registry model through the shared model split.
 
-    Options as ``TorchBackend`` (``num_classes``, ``seed``, ``min_size``, ``max_size``,
-    ``box_score_thresh``, ``box_nms_thresh``, ``box_detections_per_img``,
-    ``rpn_pre_nms_top_n_test``, ``rpn_post_nms_top_n_test``) plus: ``onnx_dir`` (use this
+    Options: the shared ``ModelOptions`` (given flat, as for every backend; ``threads`` is
+    ORT's intra-op thread count, default ORT's choice) plus its own: ``onnx_dir`` (use this
     export), ``opset`` (for exports made here), ``argmax`` (semantic graphs end in the
-    argmax; default True), ``threads`` (intra-op threads, default ORT's choice),
-    ``tensorrt_ep`` (allow ORT's TensorRT provider on CUDA), ``max_batch`` (its profile).
+    argmax; default True), ``tensorrt_ep`` (allow ORT's TensorRT provider on CUDA),
+    ``max_batch`` (that provider's profile).
     """
 
     name = "onnxruntime"
@@ -275,23 +274,15 @@ class OnnxRuntimeBackend(ExportedGraphBackend):
         weights: str | LoadedWeights | None = "default",
         device: str | torch.device = "cpu",
         *,
-        num_classes: int | None = None,
-        seed: int | None = DEFAULT_SEED,
-        min_size: int | None = None,
-        max_size: int | None = None,
-        box_score_thresh: float | None = None,
-        box_nms_thresh: float | None = None,
-        box_detections_per_img: int | None = None,
-        rpn_pre_nms_top_n_test: int | None = None,
-        rpn_post_nms_top_n_test: int | None = None,
+        model_options: ModelOptions | None = None,
         onnx_dir: str | os.PathLike[str] | None = None,
         opset: int = DEFAULT_OPSET,
         argmax: bool = True,
-        threads: int | None = None,
         tensorrt_ep: bool = True,
         max_batch: int = 8,
-        progress: bool = False,
+        **options: Any,
     ) -> None:
+        opts = ModelOptions.take(self.name, type(self), model_options, options)
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -300,14 +291,7 @@ class OnnxRuntimeBackend(ExportedGraphBackend):
                 "for CUDA)"
             ) from exc
         self.device = resolve_device(device)
-        net = self._load_export(
-            model, weights, num_classes=num_classes, seed=seed, min_size=min_size,
-            max_size=max_size, onnx_dir=onnx_dir, opset=opset, argmax=argmax, progress=progress,
-            detection={"box_score_thresh": box_score_thresh, "box_nms_thresh": box_nms_thresh,
-                       "box_detections_per_img": box_detections_per_img,
-                       "rpn_pre_nms_top_n_test": rpn_pre_nms_top_n_test,
-                       "rpn_post_nms_top_n_test": rpn_post_nms_top_n_test},
-        )  # fmt: skip
+        net = self._load_export(model, weights, opts, onnx_dir=onnx_dir, opset=opset, argmax=argmax)
         export_dir, manifest = self.export_dir, self.manifest
 
         stream = None
@@ -317,8 +301,8 @@ class OnnxRuntimeBackend(ExportedGraphBackend):
         sess_options = ort.SessionOptions()
         sess_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         sess_options.log_severity_level = 3
-        if threads:
-            sess_options.intra_op_num_threads = int(threads)
+        if opts.threads:
+            sess_options.intra_op_num_threads = opts.threads
             sess_options.inter_op_num_threads = 1
             # a budgeted process shares the machine with other stages: idle pool threads
             # must sleep, not spin (ORT spins by default, like OpenMP's active wait)

@@ -19,7 +19,8 @@ result on disk (see that module), so the second open only reads the IR.
 Calibration seeds: the synthetic scenes 3000..3999 (``CALIBRATION_SEEDS``) are reserved for
 calibration; they are neither training scenes (1000..1999) nor evaluation scenes (seed 7,
 the demo scene, and the small seeds tests use). ``DEFAULT_CALIBRATION_SOURCE`` is the
-source URI callers open by default.
+source URI callers open by default. Both live in ``engines.backends.options`` (TensorRT's
+int8 shares them) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -35,9 +36,15 @@ import torch
 from torch import Tensor
 
 from engines.backends.graph_runner import ExportedGraphBackend
+from engines.backends.options import (
+    CALIBRATION_SEEDS,
+    DEFAULT_CALIBRATION_FRAMES,
+    DEFAULT_CALIBRATION_SOURCE,
+    ModelOptions,
+)
 from engines.errors import ModelError
 from engines.export import DEFAULT_OPSET
-from engines.weights import DEFAULT_SEED, LoadedWeights
+from engines.weights import LoadedWeights
 
 __all__ = [
     "CALIBRATION_SEEDS",
@@ -49,11 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Synthetic scene seeds reserved for INT8 calibration (never for training or evaluation).
-CALIBRATION_SEEDS = range(3000, 4000)
-#: What callers open for calibration frames when none are given (640x480, the demo size).
-DEFAULT_CALIBRATION_SOURCE = "synthetic://?seed=3000&size=640x480&fps=1&frames=64"
 
 #: Why LATENCY: the infer stage runs one batch at a time (one synchronous request per graph).
 #: THROUGHPUT splits the cores into several streams that only pay off with parallel requests;
@@ -140,14 +142,14 @@ class OvGraph:
 class OpenVINOBackend(ExportedGraphBackend):
     """OpenVINO inference of one registry model through the shared model split.
 
-    Options as ``OnnxRuntimeBackend`` (``num_classes``, ``seed``, ``min_size``, ``max_size``,
-    the Mask R-CNN thresholds, ``onnx_dir``, ``opset``, ``argmax``, ``threads``) plus
-    ``precision`` (``fp32`` / ``int8``), for int8 ``calibration`` (H x W x 3 uint8 RGB
-    frames), ``calibration_source`` (what they are, e.g. their URI: names them in the
-    quantised-model cache key, so a cached model is reused without reading a frame; without
-    it the frames' bytes are hashed), ``calibration_frames`` (at most this many are used),
-    ``cache_dir`` (quantised models; default ``<cache root>/openvino/<model>-<tag>``) and
-    ``rebuild`` (quantise again).
+    Options: the shared ``ModelOptions`` (given flat; ``threads`` is the CPU plugin's
+    ``INFERENCE_NUM_THREADS``), ``onnx_dir`` / ``opset`` / ``argmax`` as for
+    ``OnnxRuntimeBackend``, plus ``precision`` (``fp32`` / ``int8``), for int8
+    ``calibration`` (H x W x 3 uint8 RGB frames), ``calibration_source`` (what they are,
+    e.g. their URI: names them in the quantised-model cache key, so a cached model is reused
+    without reading a frame; without it the frames' bytes are hashed),
+    ``calibration_frames`` (at most this many are used), ``cache_dir`` (quantised models;
+    default ``<cache root>/openvino/<model>-<tag>``) and ``rebuild`` (quantise again).
     """
 
     name = "openvino"
@@ -158,27 +160,19 @@ class OpenVINOBackend(ExportedGraphBackend):
         weights: str | LoadedWeights | None = "default",
         device: str | torch.device = "cpu",
         *,
-        num_classes: int | None = None,
-        seed: int | None = DEFAULT_SEED,
-        min_size: int | None = None,
-        max_size: int | None = None,
-        box_score_thresh: float | None = None,
-        box_nms_thresh: float | None = None,
-        box_detections_per_img: int | None = None,
-        rpn_pre_nms_top_n_test: int | None = None,
-        rpn_post_nms_top_n_test: int | None = None,
+        model_options: ModelOptions | None = None,
         onnx_dir: str | os.PathLike[str] | None = None,
         opset: int = DEFAULT_OPSET,
         argmax: bool = True,
-        threads: int | None = None,
         precision: str = "fp32",
         calibration: Iterable[np.ndarray] | None = None,
         calibration_source: str | None = None,
-        calibration_frames: int = 64,
+        calibration_frames: int = DEFAULT_CALIBRATION_FRAMES,
         cache_dir: str | os.PathLike[str] | None = None,
         rebuild: bool = False,
-        progress: bool = False,
+        **options: Any,
     ) -> None:
+        opts = ModelOptions.take(self.name, type(self), model_options, options)
         target = openvino_device(device)  # first: a CUDA device fails before any import
         ov = _require_openvino()
         precision = str(precision).lower()
@@ -198,21 +192,14 @@ class OpenVINOBackend(ExportedGraphBackend):
                 f"OpenVINO has no {target} device here (available: "
                 f"{', '.join(core.available_devices)}); an Intel GPU needs its OpenCL driver"
             )
-        net = self._load_export(
-            model, weights, num_classes=num_classes, seed=seed, min_size=min_size,
-            max_size=max_size, onnx_dir=onnx_dir, opset=opset, argmax=argmax, progress=progress,
-            detection={"box_score_thresh": box_score_thresh, "box_nms_thresh": box_nms_thresh,
-                       "box_detections_per_img": box_detections_per_img,
-                       "rpn_pre_nms_top_n_test": rpn_pre_nms_top_n_test,
-                       "rpn_post_nms_top_n_test": rpn_post_nms_top_n_test},
-        )  # fmt: skip
+        net = self._load_export(model, weights, opts, onnx_dir=onnx_dir, opset=opset, argmax=argmax)
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": PERFORMANCE_HINT,
             # fp32 means fp32: bf16-capable CPUs (and GPUs, f16) would otherwise lower it
             "INFERENCE_PRECISION_HINT": "f32",
         }
-        if threads and target == "CPU":
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if opts.threads and target == "CPU":
+            config["INFERENCE_NUM_THREADS"] = opts.threads
         self.compile_config = config
 
         def compile_graph(ov_model: Any, key: str) -> OvGraph:
@@ -231,7 +218,7 @@ class OpenVINOBackend(ExportedGraphBackend):
         if precision == "int8":
             from engines.backends.openvino_int8 import quantized_models
 
-            say = print if progress else None
+            say = print if opts.progress else None
             models, self.quantized_dir = quantized_models(
                 self, net, models, compile_graph, calibration=calibration,
                 calibration_source=calibration_source, calibration_frames=calibration_frames,

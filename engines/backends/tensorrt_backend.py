@@ -13,7 +13,8 @@ The model is exported to ONNX (the same cached export the ONNX Runtime backend u
 * inputs larger than the biggest profile along axis 0 (batch or RoI count) run in chunks.
 
 Between the engines the eager glue runs the anchors, NMS, RoIAlign and postprocessing on
-the same device, exactly as for the other backends.
+the same device, exactly as for the other backends: ``TensorRTBackend`` is an
+``ExportedGraphBackend`` (``graph_runner``) whose runner is ``TrtGraph``.
 
 Without TensorRT: ``ModelError("TensorRT is not installed (pip install tensorrt on a
 machine with NVIDIA drivers)...")``; without a CUDA GPU: a ``ModelError`` saying so.
@@ -22,30 +23,24 @@ machine with NVIDIA drivers)...")``; without a CUDA GPU: a ``ModelError`` saying
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.util
 import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from engines.backends.base import Backend, ModelSpec
-from engines.backends.onnxruntime_backend import _resolve_export
-from engines.backends.torch_backend import build_spec
+from engines.backends.graph_runner import ExportedGraphBackend
+from engines.backends.options import DEFAULT_CALIBRATION_FRAMES, ModelOptions
 from engines.build import BuildSettings, build_engines, require_cuda, require_tensorrt
 from engines.errors import ModelError
 from engines.export import DEFAULT_OPSET
-from engines.outputs import InstanceOutput, SemanticOutput
-from engines.registry import get_model_entry
-from engines.split import SplitMaskRCNN, SplitSemantic, configure_detection
-from engines.weights import DEFAULT_SEED, LoadedWeights
+from engines.weights import LoadedWeights
 
 __all__ = ["TensorRTBackend", "TrtGraph", "tensorrt_available"]
 
@@ -165,16 +160,17 @@ class TrtGraph:
         return outputs
 
 
-class TensorRTBackend(Backend):
+class TensorRTBackend(ExportedGraphBackend):
     """TensorRT inference of one registry model through the shared model split.
 
-    Options as ``TorchBackend`` (``num_classes``, ``seed``, ``min_size``, ``max_size``, the
-    Mask R-CNN thresholds) plus: ``precision`` (fp32 / fp16 / int8), ``calibration`` (int8:
-    real H x W x 3 uint8 RGB frames; the caller opens their source, as for OpenVINO),
-    ``calibration_source`` (what they are, e.g. their URI: part of the engine cache key;
-    without it the frames' bytes are hashed), ``max_batch`` / ``batch_profiles`` (profiles),
-    ``max_hw`` (largest padded input, N or HxW), ``onnx_dir`` (use this export), ``cache_dir``
-    (engine cache), ``opset``, ``rebuild`` and ``progress`` (print build progress lines).
+    Options: the shared ``ModelOptions`` (given flat; ``threads`` is torch's host threads
+    for the eager glue) plus its own: ``precision`` (fp32 / fp16 / int8), ``calibration``
+    (int8: real H x W x 3 uint8 RGB frames; the caller opens their source, as for
+    OpenVINO), ``calibration_source`` (what they are, e.g. their URI: part of the engine
+    cache key; without it the frames' bytes are hashed), ``calibration_frames`` (at most
+    this many are used), ``max_batch`` / ``batch_profiles`` (profiles), ``max_hw`` (largest
+    padded input, N or HxW), ``onnx_dir`` (use this export), ``cache_dir`` (engine cache),
+    ``opset`` and ``rebuild``; ``progress`` prints build progress lines.
     """
 
     name = "tensorrt"
@@ -185,18 +181,11 @@ class TensorRTBackend(Backend):
         weights: str | LoadedWeights | None = "default",
         device: str | torch.device = "cuda",
         *,
-        num_classes: int | None = None,
-        seed: int | None = DEFAULT_SEED,
-        min_size: int | None = None,
-        max_size: int | None = None,
-        box_score_thresh: float | None = None,
-        box_nms_thresh: float | None = None,
-        box_detections_per_img: int | None = None,
-        rpn_pre_nms_top_n_test: int | None = None,
-        rpn_post_nms_top_n_test: int | None = None,
+        model_options: ModelOptions | None = None,
         precision: str = "fp16",
         calibration: Iterable[np.ndarray] | None = None,
         calibration_source: str | None = None,
+        calibration_frames: int = DEFAULT_CALIBRATION_FRAMES,
         max_batch: int = 8,
         batch_profiles: Sequence[int] = (),
         max_hw: str | int | Sequence[int] | None = None,
@@ -204,49 +193,28 @@ class TensorRTBackend(Backend):
         cache_dir: str | os.PathLike[str] | None = None,
         opset: int = DEFAULT_OPSET,
         rebuild: bool = False,
-        progress: bool = False,
-        threads: int | None = None,
+        **options: Any,
     ) -> None:
         trt = require_tensorrt()  # first: the clearest message where nothing is installed
-        if threads:  # host threads of the eager steps between the engines
-            torch.set_num_threads(int(threads))
-        self.device: torch.device = require_cuda(device)
-        entry = get_model_entry(model)
+        opts = ModelOptions.take(self.name, type(self), model_options, options)
+        if opts.threads:  # host threads of the eager steps between the engines
+            torch.set_num_threads(opts.threads)
+        self.device = require_cuda(device)
         major = int(str(trt.__version__).split(".")[0])
         argmax = major >= 10  # uint8 network outputs need TensorRT 10
-        net, loaded, export_dir, manifest = _resolve_export(
-            entry.name, weights, num_classes, seed, onnx_dir, opset, argmax, progress
-        )
-        if onnx_dir is not None:
-            min_size = min_size if min_size is not None else manifest["input"].get("min_size")
-            max_size = max_size if max_size is not None else manifest["input"].get("max_size")
-        self.weights: LoadedWeights = dataclasses.replace(loaded, state_dict=None)
-        self.spec: ModelSpec = build_spec(
-            entry, self.weights, net, min_size=min_size, max_size=max_size
-        )
-        self.export_dir: Path = export_dir
-        self.options: dict[str, Any] = {}
-        if entry.task == "instance":
-            self.options = configure_detection(
-                net,
-                box_score_thresh=box_score_thresh,
-                box_nms_thresh=box_nms_thresh,
-                box_detections_per_img=box_detections_per_img,
-                rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
-                rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
-            )
+        net = self._load_export(model, weights, opts, onnx_dir=onnx_dir, opset=opset, argmax=argmax)
         from engines.build import parse_hw
 
         calibration_name = calibration_source
         if calibration is not None and calibration_name is None:
             # unnamed frames: their bytes name them (the name keys the engine cache)
-            calibration = list(itertools.islice(calibration, BuildSettings.calibration_frames))
+            calibration = list(itertools.islice(calibration, int(calibration_frames)))
             digest = hashlib.sha256()
             for frame in calibration:
                 digest.update(repr(frame.shape).encode())
                 digest.update(np.ascontiguousarray(frame).tobytes())
             calibration_name = f"sha256:{digest.hexdigest()}"
-        manifest_for_sizes = {**manifest, "input": {**manifest["input"],
+        manifest_for_sizes = {**self.manifest, "input": {**self.manifest["input"],
                               "min_size": self.spec.min_size, "max_size": self.spec.max_size}}  # fmt: skip
         settings = BuildSettings(
             precision=precision,
@@ -256,27 +224,16 @@ class TensorRTBackend(Backend):
             max_rois=int(max_batch) * int(self.options.get("rpn_post_nms_top_n_test", 1000)),
             max_masks=int(max_batch) * int(self.options.get("box_detections_per_img", 100)),
             calibration=calibration_name,
+            calibration_frames=int(calibration_frames),
             calibration_images=(lambda: calibration) if calibration is not None else None,
         )
-        say: Callable[[str], None] | None = print if progress else None
+        say: Callable[[str], None] | None = print if opts.progress else None
         engines = build_engines(
-            export_dir, settings, device=self.device, rebuild=rebuild, spec=self.spec,
+            self.export_dir, settings, device=self.device, rebuild=rebuild, spec=self.spec,
             progress=say, cache_dir=cache_dir, manifest=manifest_for_sizes,
         )  # fmt: skip
         self.engine_paths = {k: e.path for k, e in engines.items()}
-        self.graphs = {k: TrtGraph(trt, e.data, self.device, k) for k, e in engines.items()}
-        if entry.task == "instance":
-            split = SplitMaskRCNN(
-                net.to(self.device).eval(),
-                dense=self.graphs["dense"],
-                box=self.graphs["box_head"],
-                mask=self.graphs["mask_head"],
-                feature_names=manifest.get("feature_names") or None,
-            )
-            split.drop_dense_weights()
-            self._run: Callable[..., Any] = split
-        else:
-            self._run = SplitSemantic(self.graphs["semantic"], argmax=bool(manifest["argmax"]))
+        self._assemble(net, lambda key: TrtGraph(trt, engines[key].data, self.device, key))
         log.info(
             "tensorrt %s: %s engines (%s) on %s", trt.__version__, precision,
             ", ".join(self.graphs), torch.cuda.get_device_name(self.device),
@@ -284,26 +241,3 @@ class TensorRTBackend(Backend):
 
     def __repr__(self) -> str:
         return f"TensorRTBackend({self.spec.model_id}, device={self.device})"
-
-    def infer(
-        self, batch: Tensor, image_sizes: list[tuple[int, int]]
-    ) -> list[InstanceOutput] | list[SemanticOutput]:
-        """Run one padded batch [B, 3, H, W]; one output per image, on ``self.device``."""
-        if batch.dim() != 4 or batch.shape[1] != 3:
-            raise ValueError(f"expected a [B, 3, H, W] batch, got {tuple(batch.shape)}")
-        if len(image_sizes) != batch.shape[0]:
-            raise ValueError(f"{len(image_sizes)} image sizes for a batch of {batch.shape[0]}")
-        sizes = [(int(h), int(w)) for h, w in image_sizes]
-        with torch.inference_mode():
-            batch = batch.to(self.device, torch.float32, non_blocking=True)
-            return self._run(batch, sizes)
-
-    def close(self) -> None:
-        """Free the engines and their contexts."""
-        self.graphs = {}
-        self._run = _closed
-        torch.cuda.empty_cache()
-
-
-def _closed(*_args: Any) -> Any:
-    raise RuntimeError("backend is closed")
