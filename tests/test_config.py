@@ -56,3 +56,15 @@ def test_overrides_apply_and_validate():
     assert config.output.video is None
     with pytest.raises(ConfigError, match="command line: batching.batch_size"):
         apply_overrides(config, {"batching.batch_size": -3})
+
+
+def test_the_readme_config_example_is_valid(tmp_path):
+    """The example users copy from the README must load as it stands."""
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    start = text.index("```yaml", text.index("## Configuration")) + len("```yaml")
+    example = tmp_path / "example.yaml"
+    example.write_text(text[start:text.index("```", start)])
+    config = load_config(example)
+    assert config.resources.light_nice == 10 and config.model.backend_options.precision == "int8"
