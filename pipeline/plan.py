@@ -27,7 +27,8 @@ class RunPlan:
     run_id: str
     run_dir: str
     config: dict[str, Any]
-    endpoints: dict[str, str]  # "<stage>_in" (bound by that stage), "release", "events", "control"
+    # "<stage>_in" (bound by that stage), "release", "admissions" (both bound by capture), "events", "control"
+    endpoints: dict[str, str]
     inline_hops: list[str]  # senders whose hop is tcp: pixel data travels inside the message
     ring_name: str
     ring_slots: int

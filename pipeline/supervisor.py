@@ -207,6 +207,7 @@ class Supervisor:
             "events": f"ipc://{self.run_dir}/events.sock",
             "control": f"ipc://{self.run_dir}/control.sock",
             "release": f"ipc://{self.run_dir}/release.sock",
+            "admissions": f"ipc://{self.run_dir}/admissions.sock",  # bound by capture for live feeds
         }
         inline = []
         for sender in HOPS:

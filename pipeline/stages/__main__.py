@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.plan import RunPlan
+from pipeline.stage_messages import EventKind
 from pipeline.stages.base import StopRequested
 
 STAGE_CLASSES = {
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> int:
         Path(plan.run_dir, f"{name}.error").write_text(message)
         if stage is not None:
             try:
-                stage.emit("error", message=message)
+                stage.emit(EventKind.ERROR, message=message)
             except Exception:  # noqa: BLE001 - best effort; the .error file is authoritative
                 pass
         return 1

@@ -1,24 +1,30 @@
 """What every stage process shares: sockets to the supervisor, heartbeats, busy timing,
-blocking sends that stay responsive, and the shared-memory ring.
+blocking sends that stay responsive, the shared-memory ring, and the frame loop.
 
-Frame messages between stages carry a header with at least::
-
-    {"type": "frame", "seq": int, "slot": int, "gen": int, "h": int, "w": int,
-     "pts": int | None, "tb": [num, den] | None, "capture_ns": int, "dropped": int}
-
-and ``{"type": "eos"}`` ends the stream. Each stage forwards EOS after its last frame and
-reports its statistics to the supervisor, then keeps serving until the supervisor says
-``exit``: after a stage restart, frames in flight are replayed through every stage.
+Stages exchange the typed messages of :mod:`pipeline.stage_messages`: a frame message names
+the frame's ring slot (its ``handle``: stream, seq, slot, generation, size, timestamps), and
+:class:`~pipeline.stage_messages.EndOfStream` ends the stream. Each stage relays end-of-
+stream (and in-band status) after its last frame and reports its statistics to the
+supervisor, then keeps serving until the supervisor says ``exit``: after a stage restart,
+frames in flight are replayed through every stage.
 
 A frame whose ring slot has since been rewritten (a replayed duplicate, or a frame of a
 capture process that died) is *stale*: stages drop it and count it, never use it.
+
+:meth:`Stage.loop` is the loop of a stage that turns one frame message into one other:
+receive, relay non-frames in order, drop stale frames, take in inline pixels (tcp hops),
+``process`` (counted as busy time), forward. Preprocess and postprocess implement only
+``decode_frame`` and ``process``; capture, infer (batches) and publish (the ledger) have
+loops of their own built from the same parts.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,11 +33,26 @@ import zmq
 
 from pipeline.plan import RunPlan
 from pipeline.resources import apply_budget
+from pipeline.stage_messages import (
+    Control,
+    ControlKind,
+    DataMessage,
+    EndOfStream,
+    Event,
+    EventKind,
+    FrameHandle,
+    FrameMessage,
+    InlinePixels,
+    MessageError,
+    Status,
+    decode,
+)
 from pipeline.transport import sockets
 from pipeline.transport.shm import FrameRing, RingOverwriteError
 
 _TRACE = bool(os.environ.get("SEGSTREAM_TRACE"))  # log every stage message to stderr
 POLL_MS = 100  # granularity of heartbeats / stop checks while waiting
+log = logging.getLogger(__name__)
 
 
 class StopRequested(Exception):
@@ -39,9 +60,12 @@ class StopRequested(Exception):
 
 
 class Stage:
-    """Base class: subclasses implement ``setup`` and ``loop``."""
+    """Base class: subclasses implement ``setup`` and either ``decode_frame`` and
+    ``process`` (one frame in, one out: the loop here does the rest) or ``loop``."""
 
     name = "stage"
+    upstream: zmq.Socket  # set in ``setup`` by stages that use :meth:`loop`
+    downstream: zmq.Socket
 
     def __init__(self, plan: RunPlan) -> None:
         self.plan = plan
@@ -68,9 +92,32 @@ class Stage:
         first-call costs (kernel selection, lazy library loading, allocator growth) are paid
         before the first real frame rather than added to its latency."""
 
-    def loop(self) -> None:
-        """Process messages until EOS."""
+    def decode_frame(self, header: dict[str, Any], buffers: Sequence[Any]) -> FrameMessage:
+        """The frame message of this stage's upstream hop, from a received header and buffers."""
         raise NotImplementedError
+
+    def process(self, message: FrameMessage) -> FrameMessage | None:
+        """One frame's work (busy time); the message to forward, or None for nothing."""
+        raise NotImplementedError
+
+    def loop(self) -> None:
+        """Process messages until end-of-stream: relay end-of-stream and status in order with
+        the frames; drop stale frames (counted, also when the slot is rewritten mid-work);
+        take in inline pixels; ``process``; forward the result."""
+        while True:
+            message = self.receive(self.upstream)
+            if not isinstance(message, FrameMessage):
+                if self.relay(message):
+                    return
+                continue
+            if self.is_stale(message.handle):
+                continue
+            with self.unless_stale():
+                message = self.absorb_inline(message)
+                with self.busy():
+                    result = self.process(message)
+                if result is not None:
+                    self.forward(self.downstream, result)
 
     def run(self) -> None:
         budget = self.plan.stage_budget(self.name)
@@ -79,14 +126,14 @@ class Stage:
         apply_budget(budget)  # again: setup may have loaded OpenCV, which sizes its own pool
         self.warm_up()
         self._cpu_at_ready = time.process_time()
-        self.emit("ready", **self.ready_info())
+        self.emit(EventKind.READY, **self.ready_info())
         # ``loop`` returns at each end-of-stream; keep serving (replays after a restart
         # elsewhere) until the supervisor has seen the whole pipeline finish and says exit.
         while True:
             self.loop()
             # CPU time of every thread of this process since ready: what its work cost
             self.stats["cpu_s"] = time.process_time() - self._cpu_at_ready
-            self.emit("done", stats=self.stats)
+            self.emit(EventKind.DONE, stats=self.stats)
 
     def ready_info(self) -> dict[str, Any]:
         return {}
@@ -96,31 +143,35 @@ class Stage:
         self.ctx.destroy()  # each socket's own LINGER: data hops flush, the rest is bounded
 
     # -- supervisor link -----------------------------------------------------------------
-    def emit(self, kind: str, **fields: Any) -> None:
+    def emit(self, kind: EventKind, **fields: Any) -> None:
         """Send an event to the supervisor (never blocks the stage for long)."""
-        sockets.send(self.events, {"stage": self.name, "type": kind, **fields})
+        sockets.send(self.events, *Event(self.name, kind, fields).to_parts())
 
     def tick(self) -> None:
         """Heartbeat when due and react to control messages; call often while waiting."""
         now = time.monotonic()
         if now - self._last_heartbeat >= self._heartbeat_every:
             self._last_heartbeat = now
-            self.emit("heartbeat")
+            self.emit(EventKind.HEARTBEAT)
         while self.control.poll(0):
-            header, _ = sockets.recv(self.control)
-            if header.get("type") == "start":
+            try:
+                kind = Control.from_parts(*sockets.recv(self.control)).kind
+            except MessageError as err:  # a kind this stage does not know: not ours to act on
+                log.warning("ignored control message: %s", err)
+                continue
+            if kind is ControlKind.START:
                 self.start_requested = True
-            elif header.get("type") == "replay":
+            elif kind is ControlKind.REPLAY:
                 self.replay_requested = True
-            elif header.get("type") == "drain":
+            elif kind is ControlKind.DRAIN:
                 self.drain_requested = True
-            elif header.get("type") == "exit":
+            elif kind is ControlKind.EXIT:
                 self.exit_requested = True
-            elif header.get("type") == "abort":
+            elif kind is ControlKind.ABORT:
                 raise StopRequested
 
     @contextmanager
-    def busy(self):
+    def busy(self) -> Iterator[None]:
         """Count the enclosed time as this stage's busy time."""
         start = time.perf_counter()
         try:
@@ -147,6 +198,11 @@ class Stage:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
+    def receive(self, sock: zmq.Socket, timeout_ms: int | None = None) -> DataMessage | None:
+        """:meth:`recv` one message of a data hop, typed; None if ``timeout_ms`` passes."""
+        message = self.recv(sock, timeout_ms)
+        return None if message is None else decode(*message, self.decode_frame)
+
     def send(self, sock: zmq.Socket, header: dict, buffers: list | tuple = ()) -> None:
         """Blocking send (backpressure) that keeps heartbeating while downstream is full."""
         while not sock.poll(POLL_MS, zmq.POLLOUT):
@@ -155,71 +211,71 @@ class Stage:
         if _TRACE:
             print(f"[{self.name}] sent {header.get('type')} {header.get('seq')}", file=sys.stderr, flush=True)
 
+    def send_message(self, sock: zmq.Socket, message: Any) -> None:
+        """:meth:`send` a typed message (anything with ``to_parts``)."""
+        self.send(sock, *message.to_parts())
+
     # -- frames in the ring --------------------------------------------------------------
     def blank_frame(self) -> np.ndarray:
         """A black frame of the source's (largest) size, for :meth:`warm_up`."""
         return np.zeros((self.plan.source["height"], self.plan.source["width"], 3), np.uint8)
 
-    def is_stale(self, header: dict) -> bool:
+    def is_stale(self, handle: FrameHandle) -> bool:
         """True (and counted) if the frame's slot no longer holds this frame."""
-        if self.ring.generation(header["slot"]) == header["gen"]:
+        if self.ring.generation(handle.slot) == handle.gen:
             return False
         self.stats["stale_dropped"] += 1
         return True
 
     @contextmanager
-    def unless_stale(self):
+    def unless_stale(self) -> Iterator[None]:
         """Drop (and count) a frame whose slot is rewritten while this stage works on it."""
         try:
             yield
         except RingOverwriteError:
             self.stats["stale_dropped"] += 1
 
-    def frame_view(self, header: dict) -> np.ndarray:
-        self.ring.check(header["slot"], header["gen"])
-        return self.ring.frame(header["slot"], header["h"], header["w"])
+    def frame_view(self, handle: FrameHandle) -> np.ndarray:
+        """The frame's pixels in the ring (a view), after checking the slot still holds it."""
+        self.ring.check(handle.slot, handle.gen)
+        return self.ring.frame(handle.slot, handle.h, handle.w)
 
-    def inline_payload(self, sender: str, header: dict) -> tuple[list[str], list[np.ndarray]]:
-        """Pixel data to put inside the message when the hop from ``sender`` is tcp://:
-        the region names and their arrays (frame, model input, overlay: what exists)."""
-        if sender not in self.plan.inline_hops or header.get("type") != "frame":
-            return [], []
-        slot, h, w = header["slot"], header["h"], header["w"]
-        names, arrays = ["frame"], [self.ring.frame(slot, h, w)]
-        if "in_shape" in header:
-            names.append("input")
-            arrays.append(self.ring.model_input(slot, tuple(header["in_shape"])))
-        if sender == "postprocess" and self.ring.layout.overlay_bytes:
-            names.append("overlay")
-            arrays.append(self.ring.overlay(slot, h, w))
-        return names, arrays
+    def inline_payload(self, sender: str, message: FrameMessage) -> InlinePixels | None:
+        """The slot's pixels to put inside the message when the hop from ``sender`` is
+        tcp:// (frame, model input, overlay: what exists), as views of the ring (no copy)."""
+        if sender not in self.plan.inline_hops:
+            return None
+        handle, in_shape = message.handle, message.in_shape
+        return InlinePixels(
+            frame=self.ring.frame(handle.slot, handle.h, handle.w),
+            input=None if in_shape is None else self.ring.model_input(handle.slot, tuple(in_shape)),
+            overlay=(self.ring.overlay(handle.slot, handle.h, handle.w)
+                     if sender == "postprocess" and self.ring.layout.overlay_bytes else None),
+        )
 
-    def absorb_inline(self, header: dict, buffers: list) -> list:
-        """Write inline pixel data (tcp hop) into our ring slot; return the other buffers."""
-        names = header.pop("inline", [])
-        if not names:
-            return buffers
-        slot, h, w = header["slot"], header["h"], header["w"]
-        self.ring.check(slot, header["gen"])
-        for name, buffer in zip(names, buffers, strict=False):
+    def absorb_inline(self, message: FrameMessage) -> FrameMessage:
+        """Write inline pixels (tcp hop) into our ring slot; the message without them."""
+        pixels = message.inline
+        if pixels is None:
+            return message
+        handle = message.handle
+        self.ring.check(handle.slot, handle.gen)
+        for name, array in zip(*pixels.parts(), strict=True):
             if name == "frame":
-                self.ring.frame(slot, h, w)[...] = np.frombuffer(buffer, np.uint8).reshape(h, w, 3)
+                self.ring.frame(handle.slot, handle.h, handle.w)[...] = array
             elif name == "overlay":
-                self.ring.overlay(slot, h, w)[...] = np.frombuffer(buffer, np.uint8).reshape(h, w, 3)
+                self.ring.overlay(handle.slot, handle.h, handle.w)[...] = array
             else:
-                shape = tuple(header["in_shape"])
-                self.ring.model_input(slot, shape)[...] = np.frombuffer(buffer, np.float32).reshape(shape)
-        return buffers[len(names):]
+                self.ring.model_input(handle.slot, array.shape)[...] = array
+        return message.with_inline(None)
 
-    def relay(self, header: dict) -> bool:
-        """Pass a non-frame message (``eos``, in-band ``status``) downstream, in order with
-        the frames. Returns True for end-of-stream, when the stage's loop should end."""
-        self.send(self.downstream, header)
-        return header["type"] == "eos"
+    def relay(self, message: EndOfStream | Status) -> bool:
+        """Pass a non-frame message (end-of-stream, in-band status) downstream, in order
+        with the frames. Returns True for end-of-stream, when the stage's loop should end."""
+        self.send_message(self.downstream, message)
+        return isinstance(message, EndOfStream)
 
-    def forward(self, sock: zmq.Socket, header: dict, buffers: list | tuple = ()) -> None:
+    def forward(self, sock: zmq.Socket, message: FrameMessage) -> None:
         """Send a frame message downstream, inlining pixels on tcp hops."""
-        names, payload = self.inline_payload(self.name, header)
-        if payload:
-            header = {**header, "inline": names}
-        self.send(sock, header, [*payload, *buffers])
+        pixels = self.inline_payload(self.name, message)
+        self.send_message(sock, message if pixels is None else message.with_inline(pixels))

@@ -6,9 +6,9 @@ the decoder): nothing is dropped or reordered. For live feeds a reader thread ke
 the newest frame, so the pipeline never falls behind the camera.
 
 Admission (live feeds): besides a free slot, a live frame needs room at the model's door.
-The infer stage reports each batch it takes (``taken``); capture keeps at most one batch
-waiting for the model, so every frame it sends is in the model's next batch and waits at
-most one inference time before its own. Without this gate a partial batch (closed by
+The infer stage reports each batch it takes (an ``Admission``, on its own channel
+``admissions``); capture keeps at most one batch waiting for the model, so every frame it
+sends is in the model's next batch and waits at most one inference time before its own. Without this gate a partial batch (closed by
 ``max_wait_ms``) would leave more than a batch queued and the newest frame a whole extra
 inference behind.
 
@@ -29,6 +29,14 @@ from pipeline.policies.slot_credits import SlotCredits
 from pipeline.sources.paced import PacedSource
 from pipeline.sources.reconnect import status_message
 from pipeline.sources.stream import LatestFrameReader
+from pipeline.stage_messages import (
+    Admission,
+    EndOfStream,
+    EventKind,
+    FrameHandle,
+    SlotRelease,
+    Status,
+)
 from pipeline.stages.base import Stage, StopRequested
 from pipeline.stages.progress import read_progress
 from pipeline.transport import sockets
@@ -41,7 +49,17 @@ class CaptureStage(Stage):
 
     def setup(self) -> None:
         hwm = self.config.transport.queue_depth
+        # from the plan: asking a feed that is not online yet would wait for it here
+        self.live = bool(self.plan.source.get("live"))
         self.releases = sockets.pull(self.ctx, self.plan.endpoints["release"], hwm=1000, bind=True)
+        # live feeds: infer reports the batches it takes (admission); files need no such gate
+        self.admissions = None
+        if self.live:
+            self.admissions = sockets.pull(self.ctx, self.plan.endpoints["admissions"], hwm=1000, bind=True)
+        self.credit_poller = zmq.Poller()  # wakes on a release or an admission
+        for sock in (self.releases, self.admissions):
+            if sock is not None:
+                self.credit_poller.register(sock, zmq.POLLIN)
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["preprocess_in"], hwm=hwm, lossless=True)
         src = self.config.source
         # a feed that is down when this process starts (a restart during an outage) is retried
@@ -54,9 +72,7 @@ class CaptureStage(Stage):
         # a restarted capture: every slot is ours again; handles still travelling are stale
         for slot in range(self.plan.ring_slots):
             self.ring.bump_generation(slot)
-        # from the plan: asking a feed that is not online yet would wait for it here
-        self.live = bool(self.plan.source.get("live"))
-        self.eos: dict | None = None  # sent end-of-stream (sent again on replay)
+        self.eos: EndOfStream | None = None  # sent end-of-stream (sent again on replay)
         self.resume = read_progress(self.plan.run_dir).get("streams", {})
         self.seq = self._resume_seq(self.plan.stream_id, self.live)
         self.stats.update(frames_read=0, frames_dropped=0, decode_errors=0, replays=0, resumed_at=self.seq)
@@ -74,16 +90,17 @@ class CaptureStage(Stage):
             self.tick()
             self._replay_if_requested()
             while self.releases.poll(0, zmq.POLLIN):
-                self._credit(sockets.recv(self.releases)[0])
+                release = SlotRelease.from_parts(*sockets.recv(self.releases))
+                self.credits.release(release.slot, release.gen)
+            while self.admissions is not None and self.admissions.poll(0, zmq.POLLIN):
+                self.credits.taken(Admission.from_parts(*sockets.recv(self.admissions)).count)
             if not block or self.credits.has_free():
                 return
-            self.releases.poll(LIVE_POLL_MS)
+            self._wait_for_credits(LIVE_POLL_MS)
 
-    def _credit(self, header: dict) -> None:
-        if header.get("type") == "taken":
-            self.credits.taken(header["count"])
-        else:
-            self.credits.release(header["slot"], header.get("gen"))
+    def _wait_for_credits(self, timeout_ms: int) -> None:
+        """Sleep until a slot release or an admission arrives, or ``timeout_ms`` passes."""
+        self.credit_poller.poll(timeout_ms)
 
     def _replay_if_requested(self) -> None:
         if not self.replay_requested:
@@ -91,9 +108,9 @@ class CaptureStage(Stage):
         self.replay_requested = False
         self.stats["replays"] += 1
         for header in self.credits.replay(self.ring.generation):
-            self.forward(self.downstream, header)
+            self.forward(self.downstream, FrameHandle.from_parts(header, []))
         if self.eos is not None:
-            self.send(self.downstream, self.eos)
+            self.send_message(self.downstream, self.eos)
 
     def _can_send_live(self) -> bool:
         return self.credits.can_admit_live()
@@ -104,14 +121,14 @@ class CaptureStage(Stage):
         while not (self.start_requested or self.drain_requested):
             self.tick()
             self.control.poll(LIVE_POLL_MS)
-        self.emit("started")
+        self.emit(EventKind.STARTED)
 
     def loop(self) -> None:
         if self.eos is not None:
             # after end-of-stream: hand out slot releases and replays until told to exit
             while not self.exit_requested:
                 self._collect_releases(block=False)
-                self.releases.poll(LIVE_POLL_MS)
+                self._wait_for_credits(LIVE_POLL_MS)
             raise StopRequested
         self._wait_for_start()
         if len(self.sources) > 1:
@@ -123,8 +140,8 @@ class CaptureStage(Stage):
             self._loop_lossless()
             totals = {self.plan.stream_id: self.seq}
         # per stream, how many frames publish must have seen before it can finish
-        self.eos = {"type": "eos", "frames": self.stats["frames_read"], "totals": totals}
-        self.send(self.downstream, self.eos)
+        self.eos = EndOfStream(self.stats["frames_read"], totals)
+        self.send_message(self.downstream, self.eos)
 
     def _send_frame(self, frame, dropped: int, stream: str | None = None, seq: int | None = None) -> None:
         slot = self.credits.take()
@@ -136,21 +153,21 @@ class CaptureStage(Stage):
             self.ring.frame(slot, height, width)[...] = frame.image
             gen = self.ring.bump_generation(slot)
         tb = frame.time_base
-        header = {
-            "type": "frame",
-            "stream": self.plan.stream_id if stream is None else stream,
-            "seq": self.seq if seq is None else seq,
-            "slot": slot,
-            "gen": gen,
-            "h": height,
-            "w": width,
-            "pts": frame.pts,
-            "tb": None if tb is None else [tb.numerator, tb.denominator],
-            "capture_ns": frame.capture_ns,
-            "dropped": dropped,
-        }
-        self.credits.sent(slot, header)
-        self.forward(self.downstream, header)
+        handle = FrameHandle(
+            stream=self.plan.stream_id if stream is None else stream,
+            seq=self.seq if seq is None else seq,
+            slot=slot,
+            gen=gen,
+            h=height,
+            w=width,
+            pts=frame.pts,
+            tb=None if tb is None else (tb.numerator, tb.denominator),
+            capture_ns=frame.capture_ns,
+            dropped=dropped,
+        )
+        # the credits keep the header (a plain dict with ``gen``) to replay it from
+        self.credits.sent(slot, handle.to_parts()[0])
+        self.forward(self.downstream, handle)
         if seq is None:
             self.seq += 1
 
@@ -187,7 +204,7 @@ class CaptureStage(Stage):
                 self._forward_status(reader.pop_events())
                 self._collect_releases(block=False)
                 if not self._can_send_live():
-                    self.releases.poll(LIVE_POLL_MS)
+                    self._wait_for_credits(LIVE_POLL_MS)
                     continue
                 item = reader.get(timeout=LIVE_POLL_MS / 1000)
                 if item is None:
@@ -231,7 +248,7 @@ class CaptureStage(Stage):
                     self._forward_status(stream["reader"].pop_events(), stream["id"])
                 self._collect_releases(block=False)
                 if not (self._can_send_live() if any_live else self.credits.has_free()):
-                    self.releases.poll(LIVE_POLL_MS)
+                    self._wait_for_credits(LIVE_POLL_MS)
                     continue
                 sent = False
                 for _ in range(len(active)):
@@ -253,7 +270,7 @@ class CaptureStage(Stage):
                     sent = True
                     break
                 if not sent:
-                    self.releases.poll(5)  # nothing ready in any stream: wait a moment
+                    self._wait_for_credits(5)  # nothing ready in any stream: wait a moment
         finally:
             for stream in streams:
                 reader = stream["reader"]
@@ -272,4 +289,4 @@ class CaptureStage(Stage):
         """Status events travel in-band, in order with the frames, to the publish stage."""
         for event in events:
             status = status_message(event, stream or self.plan.stream_id)
-            self.send(self.downstream, {"type": "status", "status": status})
+            self.send_message(self.downstream, Status(status))

@@ -11,6 +11,8 @@ buffers.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ from engines.transform import prepare_image
 from pipeline.inference import auto_probe, infer_images, open_backend
 from pipeline.plan import spec_to_dict
 from pipeline.policies.fixed_batches import FixedBatches
+from pipeline.stage_messages import Admission, EndOfStream, PreparedFrame, RawClassMap, RawInstances
 from pipeline.stages.base import Stage
 from pipeline.transport import sockets
 from pipeline.transport.shm import RingOverwriteError
@@ -44,7 +47,7 @@ class InferStage(Stage):
         # live feeds: capture admits a frame only while the model's next batch has room
         self.admissions = None
         if self.plan.source.get("live"):
-            self.admissions = sockets.push(self.ctx, self.plan.endpoints["release"], hwm=1000)
+            self.admissions = sockets.push(self.ctx, self.plan.endpoints["admissions"], hwm=1000)
         self.fixed_batch = self.plan.fixed_batch_size()
         # files: batches fixed by seq (see pipeline/policies/fixed_batches.py)
         self.fixed = FixedBatches(self.fixed_batch) if self.fixed_batch is not None else None
@@ -63,34 +66,37 @@ class InferStage(Stage):
         else:
             self._loop_timed_batches()
 
+    def decode_frame(self, header: dict[str, Any], buffers: Sequence[Any]) -> PreparedFrame:
+        return PreparedFrame.from_parts(header, buffers)
+
     def _loop_timed_batches(self) -> None:
         """Live feeds and several streams: a batch is whatever waits, up to ``batch_size``
         frames or ``max_wait_ms`` after its first frame."""
         batching = self.config.batching
         while True:
-            header, buffers = self.recv(self.upstream)
-            if header["type"] != "frame":
-                if self.relay(header):
+            message = self.receive(self.upstream)
+            if not isinstance(message, PreparedFrame):
+                if self.relay(message):
                     return
                 continue
-            batch = [(header, buffers)]
+            batch = [message]
             after = None  # a non-frame message closes the batch and follows it
             deadline = time.monotonic() + batching.max_wait_ms / 1000
             while len(batch) < batching.batch_size:
                 remaining_ms = (deadline - time.monotonic()) * 1000
                 if remaining_ms <= 0:
                     break
-                message = self.recv(self.upstream, timeout_ms=int(remaining_ms) + 1)
+                message = self.receive(self.upstream, timeout_ms=int(remaining_ms) + 1)
                 if message is None:
                     break
-                if message[0]["type"] != "frame":
-                    after = message[0]
+                if not isinstance(message, PreparedFrame):
+                    after = message
                     break
-                if any(h["seq"] == message[0]["seq"] and h["stream"] == message[0]["stream"] for h, _ in batch):
+                if any(m.handle.seq == message.handle.seq and m.handle.stream == message.handle.stream for m in batch):
                     continue  # a replayed copy of a frame already in this batch
                 batch.append(message)
             if self.admissions is not None:
-                sockets.send(self.admissions, {"type": "taken", "count": len(batch)})
+                sockets.send(self.admissions, *Admission(len(batch)).to_parts())
             self.run_batch(batch)
             if after is not None and self.relay(after):
                 return
@@ -101,32 +107,33 @@ class InferStage(Stage):
         whole, whatever order they come in: after a restart, replayed frames fill the gaps
         left by the messages that died with the stage, and the batch is the same as ever."""
         while True:
-            header, buffers = self.recv(self.upstream)
-            if header["type"] == "frame":
-                self._collect(header, buffers)
-            elif header["type"] == "eos":
-                self.fixed.end(header.get("totals", {}).get(self.plan.stream_id, header.get("frames")))
+            message = self.receive(self.upstream)
+            if isinstance(message, PreparedFrame):
+                self._collect(message)
+            elif isinstance(message, EndOfStream):
+                self.fixed.end(message.total(self.plan.stream_id))
             for batch in self.fixed.ready():
                 self.run_batch(batch)
-            if header["type"] != "frame" and self.relay(header):
+            if not isinstance(message, PreparedFrame) and self.relay(message):
                 return
 
-    def _collect(self, header: dict, buffers: list) -> None:
+    def _collect(self, message: PreparedFrame) -> None:
         """File the frame under its batch; a newer copy of a frame (another generation of
         its slot, from a restarted capture) replaces an older one; stale copies go."""
         self.stats["stale_dropped"] += self.fixed.discard(
-            lambda item: self.ring.generation(item[0]["slot"]) != item[0]["gen"]
+            lambda item: self.ring.generation(item.handle.slot) != item.handle.gen
         )
-        if not self.is_stale(header):
-            self.fixed.add(header["seq"], (header, buffers))
+        if not self.is_stale(message.handle):
+            self.fixed.add(message.handle.seq, message)
 
-    def _model_input(self, header: dict, index: int) -> torch.Tensor:
-        if "in_shape" in header:  # prepared on the host by the preprocess stage
-            self.ring.check(header["slot"], header["gen"])
-            return torch.from_numpy(self.ring.model_input(header["slot"], tuple(header["in_shape"])))
+    def _model_input(self, message: PreparedFrame, index: int) -> torch.Tensor:
+        handle = message.handle
+        if message.in_shape is not None:  # prepared on the host by the preprocess stage
+            self.ring.check(handle.slot, handle.gen)
+            return torch.from_numpy(self.ring.model_input(handle.slot, message.in_shape))
         # GPU path: the uint8 frame goes up once, through a pinned staging buffer (an async
         # copy), and is resized and normalised on the GPU
-        frame = torch.from_numpy(self.frame_view(header))
+        frame = torch.from_numpy(self.frame_view(handle))
         staging = self._staging(index, frame.numel())[: frame.numel()].view(frame.shape)
         staging.copy_(frame)
         return prepare_image(staging, self.spec, device=self.device)
@@ -138,40 +145,39 @@ class InferStage(Stage):
             self._pinned[index] = torch.empty(numel, dtype=torch.uint8).pin_memory()
         return self._pinned[index]
 
-    def run_batch(self, batch: list[tuple[dict, list]]) -> None:
-        batch = [item for item in batch if not self.is_stale(item[0])]
+    def run_batch(self, batch: list[PreparedFrame]) -> None:
+        """Run the model once on the batch's fresh frames and forward one message per frame."""
+        batch = [message for message in batch if not self.is_stale(message.handle)]
         if not batch:
             return
         started = time.perf_counter()
         with self.busy():
             try:
-                for header, buffers in batch:
-                    self.absorb_inline(header, buffers)
-                images = [self._model_input(header, i) for i, (header, _) in enumerate(batch)]
+                batch = [self.absorb_inline(message) for message in batch]
+                images = [self._model_input(message, i) for i, message in enumerate(batch)]
             except RingOverwriteError:  # a capture restart rewrote the ring: drop the batch
                 self.stats["stale_dropped"] += len(batch)
                 return
             outputs, sizes = infer_images(self.backend, images)
-            messages = [self._encode(header, size, out) for (header, _), size, out in zip(batch, sizes, outputs, strict=True)]
+            results = [_raw_output(message, size, out) for message, size, out in zip(batch, sizes, outputs, strict=True)]
         self.stats["batches"] += 1
         self.stats["batch_s_max"] = max(self.stats["batch_s_max"], time.perf_counter() - started)
         self.stats["frames_processed"] += len(batch)
-        for header, buffers in messages:
-            self.forward(self.downstream, header, buffers)
+        for result in results:
+            self.forward(self.downstream, result)
 
-    @staticmethod
-    def _encode(header: dict, size: tuple[int, int], output) -> tuple[dict, list[np.ndarray]]:
-        header = {**header, "in_size": list(size)}
-        if isinstance(output, InstanceOutput):
-            header["n"] = int(output.boxes.shape[0])
-            header["mask_size"] = int(output.mask_probs.shape[-1]) if output.mask_probs.ndim == 3 else 28
-            arrays = [
-                output.boxes.float(),
-                output.scores.float(),
-                output.labels.to(torch.int64),
-                output.mask_probs.float(),
-            ]
-            return header, [np.ascontiguousarray(a.detach().cpu().numpy()) for a in arrays]
-        class_map = output.class_map.to(torch.uint8).detach().cpu().numpy()
-        header["map_shape"] = list(class_map.shape)
-        return header, [np.ascontiguousarray(class_map)]
+
+def _raw_output(message: PreparedFrame, size: tuple[int, int], output: Any) -> RawInstances | RawClassMap:
+    """One frame's raw model output as the message postprocess takes (arrays on the host)."""
+    in_size = (int(size[0]), int(size[1]))
+    if isinstance(output, InstanceOutput):
+        masks = output.mask_probs
+        if masks.ndim == 4 and masks.shape[1] == 1:  # [N, 1, M, M] from some heads
+            masks = masks[:, 0]
+        boxes, scores, labels, masks = (
+            np.ascontiguousarray(t.detach().cpu().numpy())
+            for t in (output.boxes.float(), output.scores.float(), output.labels.to(torch.int64), masks.float())
+        )
+        return RawInstances(message, in_size, boxes, scores, labels, masks)
+    class_map = np.ascontiguousarray(output.class_map.to(torch.uint8).detach().cpu().numpy())
+    return RawClassMap(message, in_size, class_map)

@@ -7,17 +7,27 @@ FFmpeg libraries.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 
 from pipeline.ops.overlay import class_palette, draw_instances, draw_semantic
 from pipeline.postprocess import PostprocessParams, class_map_from_output, instances_from_output
+from pipeline.stage_messages import (
+    PostprocessedFrame,
+    RawClassMap,
+    RawInstances,
+    raw_output_from_parts,
+)
 from pipeline.stages.base import Stage
 from pipeline.transport import sockets
 
 
-def _tensor(buffer, dtype, shape, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.frombuffer(buffer, dtype=dtype).reshape(shape)).to(device)
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A received array as a tensor on ``device`` (on the CPU: the same memory, no copy)."""
+    return torch.from_numpy(array).to(device)
 
 
 class PostprocessStage(Stage):
@@ -54,36 +64,24 @@ class PostprocessStage(Stage):
         draw_instances(image, result.crops, result.boxes, result.labels, result.scores,
                        self.spec.class_names, alpha=self.alpha, palette=self.palette)
 
-    def loop(self) -> None:
-        while True:
-            header, buffers = self.recv(self.upstream)
-            if header["type"] != "frame":
-                if self.relay(header):
-                    return
-                continue
-            if self.is_stale(header):
-                continue
-            with self.unless_stale():
-                buffers = self.absorb_inline(header, buffers)
-                with self.busy():
-                    out_header, out_buffers = self.process(header, buffers)
-                self.forward(self.downstream, out_header, out_buffers)
+    def decode_frame(self, header: dict[str, Any], buffers: Sequence[Any]) -> RawInstances | RawClassMap:
+        return raw_output_from_parts(header, buffers)
 
-    def process(self, header: dict, buffers: list) -> tuple[dict, list]:
-        frame_size = (header["h"], header["w"])
-        in_size = tuple(header.pop("in_size"))
+    def process(self, message: RawInstances | RawClassMap) -> PostprocessedFrame:
+        """Instances (or the frame-size class map) of one frame, and its overlay in the slot."""
+        handle = message.handle
+        frame_size = (handle.h, handle.w)
         # drawn on a private copy, then stored in the slot's overlay region in one go: the
         # decoded frame stays clean for a replay, and a replayed copy rewrites the region
         # with the very same bytes while publish may be encoding it
-        image = np.array(self.frame_view(header)) if self.draw else None
-        if "n" in header:
-            n, m = header.pop("n"), header.pop("mask_size")
+        image = np.array(self.frame_view(handle)) if self.draw else None
+        if isinstance(message, RawInstances):
             result = instances_from_output(
-                _tensor(buffers[0], np.float32, (n, 4), self.device),
-                _tensor(buffers[1], np.float32, (n,), self.device),
-                _tensor(buffers[2], np.int64, (n,), self.device),
-                _tensor(buffers[3], np.float32, (n, m, m), self.device),
-                in_size,
+                _tensor(message.boxes, self.device),
+                _tensor(message.scores, self.device),
+                _tensor(message.labels, self.device),
+                _tensor(message.mask_probs, self.device),
+                message.in_size,
                 frame_size,
                 self.params,
             )
@@ -93,17 +91,14 @@ class PostprocessStage(Stage):
                     image, result.crops, result.boxes, result.labels, result.scores,
                     self.spec.class_names, alpha=self.alpha, palette=self.palette,
                 )
-            if image is not None:
-                self.ring.overlay(header["slot"], *frame_size)[...] = image
-            header["instances"] = [
+                self.ring.overlay(handle.slot, *frame_size)[...] = image
+            instances = [
                 {"id": i.id, "class_id": i.class_id, "score": i.score, "box": list(i.box), "mask": i.rle}
                 for i in result.instances
             ]
-            return header, []
-        small = np.frombuffer(buffers[0], np.uint8).reshape(header.pop("map_shape"))
-        class_map = class_map_from_output(small.copy(), frame_size)
+            return PostprocessedFrame(message.frame, instances=instances)
+        class_map = class_map_from_output(message.class_map.copy(), frame_size)
         if image is not None:
             draw_semantic(image, class_map, alpha=self.alpha, palette=self.palette)
-            self.ring.overlay(header["slot"], *frame_size)[...] = image
-        header["semantic"] = True
-        return header, [class_map]
+            self.ring.overlay(handle.slot, *frame_size)[...] = image
+        return PostprocessedFrame(message.frame, class_map=class_map)

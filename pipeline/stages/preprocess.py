@@ -6,9 +6,13 @@ are uploaded once there), so this stage passes handles through untouched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from engines.transform import prepare_image, target_size
+from pipeline.stage_messages import FrameHandle, PreparedFrame
 from pipeline.stages.base import Stage
 from pipeline.transport import sockets
 
@@ -27,23 +31,16 @@ class PreprocessStage(Stage):
         if self.on_host:
             prepare_image(self.blank_frame(), self.spec)
 
-    def loop(self) -> None:
-        while True:
-            header, buffers = self.recv(self.upstream)
-            if header["type"] != "frame":
-                if self.relay(header):
-                    return
-                continue
-            if self.is_stale(header):
-                continue
-            with self.unless_stale():
-                self.absorb_inline(header, buffers)
-                if self.on_host:
-                    with self.busy():
-                        frame = self.frame_view(header)
-                        shape = (3, *target_size(*frame.shape[:2], self.spec.min_size, self.spec.max_size))
-                        # resized straight into the slot's model-input region (no copy)
-                        region = torch.from_numpy(self.ring.model_input(header["slot"], shape))
-                        prepare_image(frame, self.spec, out=region)
-                    header["in_shape"] = list(shape)
-                self.forward(self.downstream, header)
+    def decode_frame(self, header: dict[str, Any], buffers: Sequence[Any]) -> FrameHandle:
+        return FrameHandle.from_parts(header, buffers)
+
+    def process(self, message: FrameHandle) -> PreparedFrame:
+        """The model input, written into the slot (host path); else the handle as it is."""
+        if not self.on_host:
+            return PreparedFrame(message)
+        frame = self.frame_view(message)
+        shape = (3, *target_size(*frame.shape[:2], self.spec.min_size, self.spec.max_size))
+        # resized straight into the slot's model-input region (no copy)
+        region = torch.from_numpy(self.ring.model_input(message.slot, shape))
+        prepare_image(frame, self.spec, out=region)
+        return PreparedFrame(message, shape)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zmq
@@ -25,6 +27,14 @@ from pipeline.policies.publish_ledger import Decision, PublishLedger
 from pipeline.results import FrameResult, Instance
 from pipeline.sinks.segmented_video import SegmentedVideoWriter, stream_video_path
 from pipeline.sources.reconnect import status_message
+from pipeline.stage_messages import (
+    EndOfStream,
+    EventKind,
+    FrameHandle,
+    PostprocessedFrame,
+    SlotRelease,
+    Status,
+)
 from pipeline.stages.base import Stage
 from pipeline.stages.progress import read_progress, write_progress
 from pipeline.transport import sockets
@@ -141,39 +151,45 @@ class PublishStage(Stage):
         endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode() if self.pub is not None else None
         return {"publish_endpoint": endpoint}
 
+    def decode_frame(self, header: dict[str, Any], buffers: Sequence[Any]) -> PostprocessedFrame:
+        return PostprocessedFrame.from_parts(header, buffers)
+
     def loop(self) -> None:
+        """Like :meth:`Stage.loop`, but the ledger decides: end-of-stream ends the loop only
+        once every frame is out, and status goes to consumers, not downstream."""
         while True:
-            header, buffers = self.recv(self.upstream)
-            if header["type"] == "eos":
-                if self.finished or self._complete(header):
+            message = self.receive(self.upstream)
+            if isinstance(message, EndOfStream):
+                if self.finished or self._complete(message):
                     return
                 continue  # frames are missing: a replay is on its way
-            if header["type"] == "status":
-                self._publish_status(header["status"])
+            if isinstance(message, Status):
+                self._publish_status(message.status)
                 continue
-            if self.is_stale(header) or not self._in_order(header):
+            handle = message.handle
+            if self.is_stale(handle) or not self._in_order(handle):
                 continue
             with self.unless_stale():
-                buffers = self.absorb_inline(header, buffers)
+                message = self.absorb_inline(message)
                 with self.busy():
-                    segment_closed = self.publish(header, buffers)
-                self._commit(header, segment_closed)
+                    segment_closed = self.publish(message)
+                self._commit(handle, segment_closed)
                 self._progress()
 
-    def _in_order(self, header: dict) -> bool:
+    def _in_order(self, handle: FrameHandle) -> bool:
         """True for the stream's next frame; otherwise drop it (releasing what is safe)."""
-        verdict = self.ledger.arrive(header["stream"], header["seq"], header["slot"], header["gen"])
+        verdict = self.ledger.arrive(handle.stream, handle.seq, handle.slot, handle.gen)
         self.stats["early_dropped"] = self.ledger.early_dropped
         self.stats["duplicates_dropped"] = self.ledger.duplicates_dropped
         for slot, gen in verdict.release:
             self._release(slot, gen)
         return verdict.decision is Decision.PUBLISH
 
-    def _commit(self, header: dict, segment_closed: bool) -> None:
+    def _commit(self, handle: FrameHandle, segment_closed: bool) -> None:
         """The frame is out: its slot is held until nothing would need it after a crash of
         this stage (its overlay segment closed; without video, its batch ended)."""
-        sid = header["stream"]
-        released = self.ledger.published(sid, header["seq"], header["slot"], header["gen"],
+        sid = handle.stream
+        released = self.ledger.published(sid, handle.seq, handle.slot, handle.gen,
                                          segment_closed if sid in self.writers else None)
         if released:  # a commit point
             if self.results_file is not None:
@@ -186,9 +202,9 @@ class PublishStage(Stage):
         if released or self.plan.source.get("live"):
             self._save_progress()
 
-    def _complete(self, eos: dict) -> bool:
+    def _complete(self, eos: EndOfStream) -> bool:
         """End of stream: finish once every stream's frames are all published."""
-        if not self.ledger.complete(eos.get("totals", {})):
+        if not self.ledger.complete(eos.totals):
             return False
         self._finish()
         return True
@@ -204,45 +220,43 @@ class PublishStage(Stage):
         """Return a slot to capture. Never blocks: capture's release queue is deeper than
         the ring while it is alive."""
         try:
-            sockets.send(self.releases, {"slot": slot, "gen": gen}, flags=zmq.NOBLOCK)
+            sockets.send(self.releases, *SlotRelease(slot, gen).to_parts(), flags=zmq.NOBLOCK)
         except zmq.Again:
             pass
 
-    def _result(self, header: dict, buffers: list) -> FrameResult:
-        tb = header.get("tb")
-        class_map = None
-        if header.get("semantic"):
-            class_map = np.frombuffer(buffers[0], np.uint8).reshape(header["h"], header["w"])
+    def _result(self, message: PostprocessedFrame) -> FrameResult:
+        handle = message.handle
         return FrameResult(
-            stream=header["stream"],
-            seq=header["seq"],
-            width=header["w"],
-            height=header["h"],
+            stream=handle.stream,
+            seq=handle.seq,
+            width=handle.w,
+            height=handle.h,
             model_id=self.spec.model_id,
             task=self.spec.task,
             class_names=list(self.spec.class_names),
             untrained=self.spec.untrained,
-            pts=header.get("pts"),
-            time_base=None if tb is None else Fraction(*tb),
-            capture_ns=header.get("capture_ns", 0),
-            dropped_since_last=header.get("dropped", 0),
+            pts=handle.pts,
+            time_base=None if handle.tb is None else Fraction(*handle.tb),
+            capture_ns=handle.capture_ns,
+            dropped_since_last=handle.dropped,
             instances=[
                 Instance(d["id"], d["class_id"], d["score"], tuple(d["box"]), d["mask"])
-                for d in header.get("instances", [])
+                for d in message.instances or ()
             ],
-            class_map=class_map,
+            class_map=message.class_map,
         )
 
-    def publish(self, header: dict, buffers: list) -> bool:
+    def publish(self, message: PostprocessedFrame) -> bool:
         """Write, send and save one frame's results; True if it closed an overlay segment."""
-        writer = self.writers.get(header["stream"])
+        handle = message.handle
+        writer = self.writers.get(handle.stream)
         overlay = None
         if writer is not None:
             # copy, then check the slot still holds this frame: a restarted capture may be
             # rewriting it (a stale frame raises here and is dropped, nothing published)
-            overlay = np.array(self.ring.overlay(header["slot"], header["h"], header["w"]))
-            self.ring.check(header["slot"], header["gen"])
-        result = self._result(header, buffers)
+            overlay = np.array(self.ring.overlay(handle.slot, handle.h, handle.w))
+            self.ring.check(handle.slot, handle.gen)
+        result = self._result(message)
         self.stats["frames_done"] += 1
         self.stats["frames_dropped"] += result.dropped_since_last
         per_stream = self.stats["streams"].setdefault(result.stream, {"frames": 0, "dropped": 0})
@@ -250,7 +264,7 @@ class PublishStage(Stage):
         per_stream["dropped"] += result.dropped_since_last
         segment_closed = False
         if writer is not None:
-            segment_closed = writer.write(overlay, header.get("pts"))
+            segment_closed = writer.write(overlay, handle.pts)
             self.stats["frames_written"] += 1
         if self.pub is not None:
             wire_header, wire_buffers = result.to_wire()
@@ -270,7 +284,7 @@ class PublishStage(Stage):
         now = time.monotonic()
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
-            self.emit("progress", frames=self.stats["frames_done"])
+            self.emit(EventKind.PROGRESS, frames=self.stats["frames_done"])
 
     def close(self) -> None:
         if self.curve is not None:
