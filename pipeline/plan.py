@@ -38,6 +38,8 @@ class RunPlan:
     stream_id: str = "0"
     extra: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)  # ResourcePlan.to_dict(): budget per stage
+    # the planner's decisions (pipeline/planner.py): batching, commit_every, delivery, admissions
+    decisions: dict[str, Any] = field(default_factory=dict)
 
     # -- typed views ---------------------------------------------------------------------
     def pipeline_config(self) -> PipelineConfig:
@@ -72,9 +74,15 @@ class RunPlan:
         batch mates (kernel choice varies with batch size), so fixed batches keep results
         independent of timing, and a replay after a restart reproduces them bit for bit.
         None for live feeds and several streams, which batch whatever is waiting."""
+        if self.decisions:
+            return int(self.decisions["batch_size"]) if self.decisions["batching"] == "fixed" else None
         if self.source.get("live") or len(self.streams) > 1:
             return None
         return int(self.config["batching"]["batch_size"])
+
+    def admissions(self) -> bool:
+        """Live feeds: capture admits at most one batch ahead of the model (decided once)."""
+        return bool(self.decisions["admissions"]) if self.decisions else bool(self.source.get("live"))
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -9,7 +9,6 @@ Every exit path (normal end, Ctrl-C/SIGTERM, a crashed or hung stage, bad input)
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import signal
@@ -25,15 +24,16 @@ from typing import Any
 import zmq
 
 from engines.registry import get_model_entry
-from engines.transform import target_size
 from pipeline.config import HOPS, PipelineConfig
 from pipeline.errors import ConfigError, PipelineError, StageError
 from pipeline.output_paths import check_output_paths
 from pipeline.plan import STAGES, RunPlan, source_info_to_dict
+from pipeline.planner import combined, decide
 from pipeline.policies.restart import RestartPolicy
 from pipeline.resources import ResourcePlan, plan_resources, usable_cores
 from pipeline.sinks.segmented_video import salvage_segments, stream_video_path
 from pipeline.sources.base import SourceInfo
+from pipeline.stage_messages import Control, ControlKind, EventKind
 from pipeline.transport import sockets
 from pipeline.transport.shm import FrameRing, pid_alive, remove_stale_segments, segment_name
 
@@ -81,64 +81,6 @@ def remove_stale_run_dirs() -> list[str]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(str(path))
     return removed
-
-
-def _held_by_publish(config: PipelineConfig, live: bool) -> int:
-    """Frames publish keeps until they are committed: the overlay segment it is writing, per
-    stream (a restarted publish encodes them again); a file without video, its current batch
-    (a replay re-forms whole batches)."""
-    streams = len(config.source.uris)
-    if config.output.video:
-        return config.segment_frames() * streams
-    return config.batching.batch_size if streams == 1 and not live else 0
-
-
-def _ring_slots(config: PipelineConfig, live: bool) -> int:
-    held = _held_by_publish(config, live)
-    if config.transport.ring_slots is not None:
-        needed = max(held, config.batching.batch_size) + 1
-        if config.transport.ring_slots < needed:
-            # fewer slots would wait forever: publish cannot commit, capture cannot read
-            raise ConfigError(
-                f"transport.ring_slots: {config.transport.ring_slots} is too few for batch_size "
-                f"{config.batching.batch_size} with {held} frame(s) held by publish; needs at least {needed}"
-            )
-        return config.transport.ring_slots
-    if live:
-        # one batch in the model, one waiting (capture admits no more, so a frame waits at
-        # most two inference times plus one frame interval), the next few in post-stages
-        return max(2, 2 * config.batching.batch_size) + 2 + held
-    # enough for a full batch in the model, the next batch waiting, and the queues between
-    return 2 * config.batching.batch_size + 2 * config.transport.queue_depth + 2 + held
-
-
-def _input_bytes(config: PipelineConfig, info: SourceInfo) -> int:
-    """Largest float32 model input any frame of this source can produce."""
-    if config.model.device != "cpu":
-        return 0  # the transform runs on the GPU inside the infer stage
-    entry = get_model_entry(config.model.name)
-    min_size = config.model.min_size or entry.min_size
-    max_size = config.model.max_size or entry.max_size
-    sizes = info.extra.get("sizes") or [(info.height, info.width)]
-    largest = max(math.prod(target_size(h, w, min_size, max_size)) for h, w in sizes)
-    return 3 * 4 * largest
-
-
-def _combined(infos: list[SourceInfo]) -> SourceInfo:
-    """One description covering every stream: the ring must hold the largest frame."""
-    if len(infos) == 1:
-        return infos[0]
-    counts = [i.frame_count for i in infos]
-    sizes = [size for i in infos for size in (i.extra.get("sizes") or [(i.height, i.width)])]
-    return SourceInfo(
-        width=max(i.width for i in infos),
-        height=max(i.height for i in infos),
-        fps=infos[0].fps,
-        frame_count=None if None in counts else sum(counts),
-        time_base=infos[0].time_base,
-        live=any(i.live for i in infos),
-        extra={"sizes": sizes},
-    )
 
 
 class Supervisor:
@@ -197,11 +139,11 @@ class Supervisor:
             if self.config.source.realtime:
                 info.live = True
             self.stream_infos.append(info)
-        return _combined(self.stream_infos)
+        return combined(self.stream_infos)
 
     def _plan(self, info: SourceInfo) -> RunPlan:
-        # a live capture keeps its priority (it must keep up with the feed): known only now
-        self.resources = plan_resources(usable_cores(), **self.config.resources.plan_options(), live=info.live)
+        decisions = decide(self.config, self.stream_infos, usable_cores())  # before anything exists
+        self.resources = decisions.resources
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
         endpoints = {
             "events": f"ipc://{self.run_dir}/events.sock",
@@ -218,11 +160,9 @@ class Supervisor:
             elif endpoint.startswith("tcp://"):
                 inline.append(sender)
             endpoints[f"{receiver}_in"] = endpoint
-        slots = _ring_slots(self.config, info.live)
-        frame_bytes = info.width * info.height * 3
-        overlay_bytes = frame_bytes if self.config.output.video else 0
+        slots = decisions.ring_slots
         self.ring = FrameRing.create(
-            segment_name(self.run_id), slots, frame_bytes, _input_bytes(self.config, info), overlay_bytes
+            segment_name(self.run_id), slots, decisions.frame_bytes, decisions.input_bytes, decisions.overlay_bytes
         )
         return RunPlan(
             run_id=self.run_id,
@@ -239,6 +179,9 @@ class Supervisor:
                 for i, (uri, stream_info) in enumerate(zip(self.config.source.uris, self.stream_infos, strict=True))
             ],
             resources=self.resources.to_dict(),
+            decisions={"batching": decisions.batching, "batch_size": decisions.batch_size,
+                       "commit_every": decisions.commit_every, "segment_frames": decisions.segment_frames,
+                       "delivery": decisions.delivery, "admissions": decisions.admissions},
         )
 
     # -- processes -----------------------------------------------------------------------
@@ -284,18 +227,18 @@ class Supervisor:
             return
         state.last_seen = time.monotonic()
         kind = event["type"]
-        if kind == "ready":
+        if kind == EventKind.READY:
             state.ready = True
             state.info = event
             if state.replay_due:
                 state.replay_due = False
-                sockets.send(self.control, {"type": "replay"})
-        elif kind == "started":
+                sockets.send(self.control, *Control(ControlKind.REPLAY).to_parts())
+        elif kind == EventKind.STARTED:
             self._capture_started = True
-        elif kind == "done":
+        elif kind == EventKind.DONE:
             state.done = True
             state.stats = event.get("stats", {})
-        elif kind == "progress" and self._progress is not None:
+        elif kind == EventKind.PROGRESS and self._progress is not None:
             self._progress.update(event["frames"] - self._progress.n)
 
     def _poll(self, events: zmq.Socket, timeout_ms: int) -> None:
@@ -311,9 +254,9 @@ class Supervisor:
         if self._signals > 1:
             raise AbortedError("aborted by signal")
         if self._draining:
-            sockets.send(self.control, {"type": "drain"})
+            sockets.send(self.control, *Control(ControlKind.DRAIN).to_parts())
         elif self._start_sent and not self._capture_started and self.stages["capture"].ready:
-            sockets.send(self.control, {"type": "start"})  # again until capture acknowledges
+            sockets.send(self.control, *Control(ControlKind.START).to_parts())  # again until capture acknowledges
         now = time.monotonic()
         for state in self.stages.values():
             if state.restart_at is not None:
@@ -389,7 +332,7 @@ class Supervisor:
                 self._start(name, plan_path)
             self._wait_ready(events, others)
             self._start_sent = True
-            sockets.send(self.control, {"type": "start"})
+            sockets.send(self.control, *Control(ControlKind.START).to_parts())
             self.publish_endpoint = self.stages["publish"].info.get("publish_endpoint")
             if self.publish_endpoint:
                 log.info("publishing results on %s", self.publish_endpoint)
@@ -432,7 +375,7 @@ class Supervisor:
         deadline = time.monotonic() + EXIT_GRACE_S
         for state in self.stages.values():
             while state.process.poll() is None and time.monotonic() < deadline:
-                sockets.send(self.control, {"type": "exit"})
+                sockets.send(self.control, *Control(ControlKind.EXIT).to_parts())
                 try:
                     state.process.wait(timeout=0.1)
                 except subprocess.TimeoutExpired:

@@ -80,7 +80,7 @@ CASES = {
     "status": (Status({"schema": "segstream.status", "event": "eos", "stream": "0"}),
                {"type": "status", "status": {"schema": "segstream.status", "event": "eos", "stream": "0"}}),
     "release": (SlotRelease(3, 9), {"slot": 3, "gen": 9}),
-    "admission": (Admission(4), {"type": "taken", "count": 4}),
+    "admission": (Admission(4, 0.25), {"type": "taken", "count": 4, "batch_s": 0.25}),
     "control": (Control(ControlKind.REPLAY), {"type": "replay"}),
     "event": (Event("infer", EventKind.DONE, {"stats": {"busy_s": 1.5}}),
               {"stage": "infer", "type": "done", "stats": {"busy_s": 1.5}}),

@@ -89,9 +89,12 @@ class SlotRelease(FlatMessage):
 
 @dataclass(frozen=True, eq=False)
 class Admission(FlatMessage):
-    """Infer → capture (live feeds): the model took a batch of ``count`` admitted frames."""
+    """Infer → capture (live feeds): the model took a batch of ``count`` admitted frames;
+    its previous batch ran ``batch_s`` seconds (None before the first), which capture uses to
+    admit the next batch just in time (see pipeline/policies/slot_credits.py)."""
 
     count: int
+    batch_s: float | None = None
     _type = "taken"
 
 

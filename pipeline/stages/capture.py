@@ -21,6 +21,7 @@ publish's last committed frame (files: decoded again up to there; live feeds: ca
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import zmq
@@ -68,7 +69,10 @@ class CaptureStage(Stage):
         if src.realtime:
             self.sources = [PacedSource(source) for source in self.sources]
         self.source = self.sources[0]
-        self.credits = SlotCredits(self.plan.ring_slots, self.config.batching.batch_size)
+        fps = self.plan.source.get("fps")
+        # live feeds: admission is timed by the feed's frame interval (see SlotCredits.taken)
+        interval = fps[1] / fps[0] if self.plan.admissions() and fps and fps[0] > 0 else None
+        self.credits = SlotCredits(self.plan.ring_slots, self.config.batching.batch_size, interval)
         # a restarted capture: every slot is ours again; handles still travelling are stale
         for slot in range(self.plan.ring_slots):
             self.ring.bump_generation(slot)
@@ -93,7 +97,8 @@ class CaptureStage(Stage):
                 release = SlotRelease.from_parts(*sockets.recv(self.releases))
                 self.credits.release(release.slot, release.gen)
             while self.admissions is not None and self.admissions.poll(0, zmq.POLLIN):
-                self.credits.taken(Admission.from_parts(*sockets.recv(self.admissions)).count)
+                admission = Admission.from_parts(*sockets.recv(self.admissions))
+                self.credits.taken(admission.count, time.monotonic(), admission.batch_s)
             if not block or self.credits.has_free():
                 return
             self._wait_for_credits(LIVE_POLL_MS)
@@ -113,7 +118,7 @@ class CaptureStage(Stage):
             self.send_message(self.downstream, self.eos)
 
     def _can_send_live(self) -> bool:
-        return self.credits.can_admit_live()
+        return self.credits.can_admit_live(time.monotonic())
 
     def _wait_for_start(self) -> None:
         """Read nothing until every stage is ready: a live frame read while a downstream

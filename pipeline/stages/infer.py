@@ -46,8 +46,9 @@ class InferStage(Stage):
         self.downstream = sockets.push(self.ctx, self.plan.endpoints["postprocess_in"], hwm=hwm, lossless=True)
         # live feeds: capture admits a frame only while the model's next batch has room
         self.admissions = None
-        if self.plan.source.get("live"):
+        if self.plan.admissions():
             self.admissions = sockets.push(self.ctx, self.plan.endpoints["admissions"], hwm=1000)
+        self.last_batch_s: float | None = None  # how long the model's last batch ran
         self.fixed_batch = self.plan.fixed_batch_size()
         # files: batches fixed by seq (see pipeline/policies/fixed_batches.py)
         self.fixed = FixedBatches(self.fixed_batch) if self.fixed_batch is not None else None
@@ -96,7 +97,7 @@ class InferStage(Stage):
                     continue  # a replayed copy of a frame already in this batch
                 batch.append(message)
             if self.admissions is not None:
-                sockets.send(self.admissions, *Admission(len(batch)).to_parts())
+                sockets.send(self.admissions, *Admission(len(batch), self.last_batch_s).to_parts())
             self.run_batch(batch)
             if after is not None and self.relay(after):
                 return
@@ -161,7 +162,8 @@ class InferStage(Stage):
             outputs, sizes = infer_images(self.backend, images)
             results = [_raw_output(message, size, out) for message, size, out in zip(batch, sizes, outputs, strict=True)]
         self.stats["batches"] += 1
-        self.stats["batch_s_max"] = max(self.stats["batch_s_max"], time.perf_counter() - started)
+        self.last_batch_s = time.perf_counter() - started
+        self.stats["batch_s_max"] = max(self.stats["batch_s_max"], self.last_batch_s)
         self.stats["frames_processed"] += len(batch)
         for result in results:
             self.forward(self.downstream, result)
