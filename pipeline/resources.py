@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -181,8 +182,6 @@ def apply_budget(budget: StageBudget) -> None:
         torch.set_num_interop_threads(1)  # only possible before torch's first parallel work
     except RuntimeError:
         pass
-    import sys
-
     cv2 = sys.modules.get("cv2")  # never import OpenCV where it is not used (FFmpeg clash)
     if cv2 is not None:
         cv2.setNumThreads(budget.threads)

@@ -40,13 +40,12 @@ from engines.outputs import InstanceOutput  # noqa: E402
 from engines.transform import prepare_image  # noqa: E402
 from pipeline.config import PipelineConfig, apply_overrides, load_config  # noqa: E402
 from pipeline.inference import infer_images, open_backend  # noqa: E402
+from pipeline.plan import STAGES  # noqa: E402
 from pipeline.postprocess import class_map_from_output, instances_from_output  # noqa: E402
 from pipeline.reference import params_from_config  # noqa: E402
 from pipeline.resources import apply_budget, plan_resources, usable_cores  # noqa: E402
 from pipeline.results import FrameResult  # noqa: E402
 from pipeline.sources import open_source  # noqa: E402
-
-STAGE_ORDER = ("capture", "preprocess", "infer", "postprocess", "publish")
 
 
 @contextmanager
@@ -159,7 +158,7 @@ def measure_stage_costs(config: PipelineConfig, frames: int = 24, video: bool | 
                     writer.write(np.array(overlay), stamps[seq + 1])
             if writer is not None:
                 writer.close()
-    core_ms = {stage: round(spent.get(stage, 0.0) / count * 1000, 2) for stage in STAGE_ORDER}
+    core_ms = {stage: round(spent.get(stage, 0.0) / count * 1000, 2) for stage in STAGES}
     total = sum(core_ms.values())
     return {
         "frames": count,
@@ -178,7 +177,7 @@ def format_costs(costs: dict) -> str:
     """The cost table as text (one line per stage)."""
     lines = [f"per-stage CPU cost, {costs['size']}, video {'on' if costs['video'] else 'off'} "
              f"({costs['frames']} frames, {costs['cores']} cores):"]
-    for stage in STAGE_ORDER:
+    for stage in STAGES:
         lines.append(f"  {stage:<12} {costs['core_ms'][stage]:8.1f} core-ms/frame")
     lines.append(f"  {'total':<12} {costs['total_core_ms']:8.1f}  (non-model {costs['non_model_core_ms']:.1f})")
     lines.append(f"  CPU-work bound: {costs['cpu_bound_fps']:.2f} fps  (= {costs['cores']} cores / total)")
