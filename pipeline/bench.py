@@ -65,7 +65,8 @@ def resolve_backend(config: PipelineConfig) -> PipelineConfig:
 
 def bench_sequential(config: PipelineConfig, out_dir: Path) -> float:
     """(a) FPS of the plain single-process loop, overlay video included when configured."""
-    from pipeline.ops.overlay import class_palette, draw_instances, draw_semantic
+    from pipeline.ops.overlay import class_palette
+    from pipeline.postprocess import draw_result
     from pipeline.sinks.video_writer import VideoWriter
 
     backend = open_backend(config.model, threads=usable_cores())  # a plain loop: every core to the model
@@ -89,11 +90,8 @@ def bench_sequential(config: PipelineConfig, out_dir: Path) -> float:
     ):
         if writer is not None:
             image = frame.image.copy()
-            if details is not None:
-                draw_instances(image, details.crops, details.boxes, details.labels, details.scores,
-                               backend.spec.class_names, alpha=config.output.overlay_alpha, palette=palette)
-            else:
-                draw_semantic(image, result.class_map, alpha=config.output.overlay_alpha, palette=palette)
+            draw_result(image, details, result.class_map, backend.spec.class_names, config.output.overlay_alpha,
+                        palette)
             writer.write(image, frame.pts)
         count += 1
     if writer is not None:

@@ -6,6 +6,7 @@ reference path, which is what makes the pipeline-vs-reference comparison meaning
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,3 +75,22 @@ def class_map_from_output(class_map: torch.Tensor | np.ndarray, frame_size: tupl
     if isinstance(class_map, np.ndarray):
         class_map = torch.from_numpy(class_map)
     return resize_class_map(class_map, frame_size)
+
+
+def draw_result(
+    image: np.ndarray,
+    details: InstanceFrame | None,
+    class_map: np.ndarray | None,
+    class_names: Sequence[str],
+    alpha: float,
+    palette: np.ndarray,
+) -> None:
+    """Draw one frame's results onto ``image`` in place: its instances, else its class map
+    (the overlay the postprocess stage, the reference loop and the benchmarks all draw)."""
+    from pipeline.ops.overlay import draw_instances, draw_semantic  # OpenCV only where drawn
+
+    if details is not None:
+        draw_instances(image, details.crops, details.boxes, details.labels, details.scores, class_names,
+                       alpha=alpha, palette=palette)
+    else:
+        draw_semantic(image, class_map, alpha=alpha, palette=palette)

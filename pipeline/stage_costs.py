@@ -41,7 +41,7 @@ from engines.transform import prepare_image  # noqa: E402
 from pipeline.config import PipelineConfig, apply_overrides, load_config  # noqa: E402
 from pipeline.inference import infer_images, open_backend  # noqa: E402
 from pipeline.plan import STAGES  # noqa: E402
-from pipeline.postprocess import class_map_from_output, instances_from_output  # noqa: E402
+from pipeline.postprocess import class_map_from_output, draw_result, instances_from_output  # noqa: E402
 from pipeline.reference import params_from_config  # noqa: E402
 from pipeline.resources import apply_budget, plan_resources, usable_cores  # noqa: E402
 from pipeline.results import FrameResult  # noqa: E402
@@ -65,7 +65,7 @@ def measure_stage_costs(config: PipelineConfig, frames: int = 24, video: bool | 
     "cpu_bound_fps"}``.
     """
     from pipeline import messages
-    from pipeline.ops.overlay import class_palette, draw_instances, draw_semantic
+    from pipeline.ops.overlay import class_palette
     from pipeline.sinks.video_writer import VideoWriter
 
     video = bool(config.output.video) if video is None else video
@@ -127,13 +127,12 @@ def measure_stage_costs(config: PipelineConfig, frames: int = 24, video: bool | 
                 details = instances_from_output(output.boxes, output.scores, output.labels, output.mask_probs,
                                                 in_size, image.shape[:2], params)
                 if canvas is not None:
-                    draw_instances(canvas, details.crops, details.boxes, details.labels, details.scores,
-                                   spec.class_names, alpha=config.output.overlay_alpha, palette=palette)
+                    draw_result(canvas, details, None, spec.class_names, config.output.overlay_alpha, palette)
                 results.append((details.instances, None))
             else:
                 class_map = class_map_from_output(output.class_map, image.shape[:2])
                 if canvas is not None:
-                    draw_semantic(canvas, class_map, alpha=config.output.overlay_alpha, palette=palette)
+                    draw_result(canvas, None, class_map, spec.class_names, config.output.overlay_alpha, palette)
                 results.append(([], class_map))
         overlays.append(canvas)
 

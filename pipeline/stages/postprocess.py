@@ -13,8 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.ops.overlay import class_palette, draw_instances, draw_semantic
-from pipeline.postprocess import PostprocessParams, class_map_from_output, instances_from_output
+from pipeline.ops.overlay import class_palette
+from pipeline.postprocess import (
+    PostprocessParams,
+    class_map_from_output,
+    draw_result,
+    instances_from_output,
+)
 from pipeline.stage_messages import (
     PostprocessedFrame,
     RawClassMap,
@@ -52,7 +57,7 @@ class PostprocessStage(Stage):
         frame_size = image.shape[:2]
         if self.spec.task == "semantic":
             class_map = class_map_from_output(np.ones((32, 32), np.uint8), frame_size)
-            draw_semantic(image, class_map, alpha=self.alpha, palette=self.palette)
+            draw_result(image, None, class_map, self.spec.class_names, self.alpha, self.palette)
             return
         h, w = frame_size
         boxes = torch.tensor([[0.0, 0.0, w / 2, h / 2], [w / 4, h / 4, w * 0.75, h * 0.75]], device=self.device)
@@ -61,8 +66,7 @@ class PostprocessStage(Stage):
             torch.full((2, 28, 28), 0.9, device=self.device), (h, w), frame_size,
             PostprocessParams(0.0, self.params.nms_iou, self.params.mask_threshold, self.params.max_detections),
         )
-        draw_instances(image, result.crops, result.boxes, result.labels, result.scores,
-                       self.spec.class_names, alpha=self.alpha, palette=self.palette)
+        draw_result(image, result, None, self.spec.class_names, self.alpha, self.palette)
 
     def decode_frame(self, header: dict[str, Any], buffers: Sequence[Any]) -> RawInstances | RawClassMap:
         return raw_output_from_parts(header, buffers)
@@ -87,10 +91,7 @@ class PostprocessStage(Stage):
             )
             self.stats["instances"] += len(result.instances)
             if image is not None:
-                draw_instances(
-                    image, result.crops, result.boxes, result.labels, result.scores,
-                    self.spec.class_names, alpha=self.alpha, palette=self.palette,
-                )
+                draw_result(image, result, None, self.spec.class_names, self.alpha, self.palette)
                 self.ring.overlay(handle.slot, *frame_size)[...] = image
             instances = [
                 {"id": i.id, "class_id": i.class_id, "score": i.score, "box": list(i.box), "mask": i.rle}
@@ -99,6 +100,6 @@ class PostprocessStage(Stage):
             return PostprocessedFrame(message.frame, instances=instances)
         class_map = class_map_from_output(message.class_map.copy(), frame_size)
         if image is not None:
-            draw_semantic(image, class_map, alpha=self.alpha, palette=self.palette)
+            draw_result(image, None, class_map, self.spec.class_names, self.alpha, self.palette)
             self.ring.overlay(handle.slot, *frame_size)[...] = image
         return PostprocessedFrame(message.frame, class_map=class_map)
