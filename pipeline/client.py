@@ -49,6 +49,7 @@ class ReceivedInstance:
     score: float
     box: tuple[float, float, float, float]
     rle: dict[str, Any]
+    track_id: int | None = None  # protocol 1.3+: per-stream identity; None: untracked
 
     def mask(self) -> np.ndarray:
         """This instance's mask as a [H, W] bool array."""
@@ -143,6 +144,8 @@ def _check_frame(header: dict[str, Any], buffers: list[memoryview]) -> None:
         _require(isinstance(inst, dict), f"{where} is not a map")
         _require(_int(inst.get("id")) and _int(inst.get("class_id")), f"{where}: 'id'/'class_id' not integers")
         _require(_number(inst.get("score")), f"{where}: 'score' is not a number")
+        track_id = inst.get("track_id")
+        _require(track_id is None or (_int(track_id) and track_id >= 1), f"{where}: 'track_id' is not null or >= 1")
         _require(isinstance(inst.get("class_name", ""), str), f"{where}: 'class_name' is not a string")
         box = inst.get("box")
         _require(isinstance(box, list) and len(box) == 4 and all(map(_number, box)), f"{where}: 'box' is not 4 numbers")
@@ -190,6 +193,7 @@ def decode_frame(frames: Sequence[Any]) -> ReceivedFrame:
             score=d["score"],
             box=tuple(d["box"]),
             rle=d["mask"],
+            track_id=d.get("track_id"),
         )
         for d in header["instances"]
     ]

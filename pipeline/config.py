@@ -25,6 +25,7 @@ from pipeline.errors import ConfigError
 if TYPE_CHECKING:
     from pipeline.sources import Source
     from pipeline.sources.reconnect import ReconnectPolicy
+    from pipeline.tracking.tracker import TrackerParams
 
 HOPS = ("capture", "preprocess", "infer", "postprocess")  # the stage that PUSHes on each hop
 
@@ -274,6 +275,25 @@ class ResourcesConfig(_Section):
                 "codec_threads": self.codec_threads, "pin_cpus": self.pin_cpus, "light_nice": self.light_nice}
 
 
+class TrackingConfig(_Section):
+    """Per-stream multi-object tracking of instance models (``pipeline/tracking/``).
+    Semantic models have no instances, so nothing is tracked for them."""
+
+    enabled: bool = True
+    high_score: float = Field(default=0.6, ge=0.0, le=1.0)  # detections this confident start tracks
+    match_similarity: float = Field(default=0.2, gt=0.0, le=1.0)  # min similarity to match (stages 1, 3)
+    low_match_similarity: float = Field(default=0.4, gt=0.0, le=1.0)  # ... for low-score detections
+    mask_weight: float = Field(default=0.5, ge=0.0, le=1.0)  # similarity = w * mask IoU + (1 - w) * box IoU
+    min_hits: int = Field(default=2, ge=1, le=100)  # matches before a track is confirmed and gets an id
+    max_lost_s: float = Field(default=2.0, ge=0.0, le=3600.0)  # frame-time seconds a lost track is kept
+
+    def params(self) -> TrackerParams:
+        from pipeline.tracking.tracker import TrackerParams
+
+        return TrackerParams(self.high_score, self.match_similarity, self.low_match_similarity,
+                             self.mask_weight, self.min_hits, self.max_lost_s)
+
+
 class PipelineConfig(_Section):
     """The whole run."""
 
@@ -284,6 +304,7 @@ class PipelineConfig(_Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("resources", mode="before")
     @classmethod

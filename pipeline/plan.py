@@ -84,6 +84,11 @@ class RunPlan:
         """Live feeds: capture admits at most one batch ahead of the model (decided once)."""
         return bool(self.decisions["admissions"]) if self.decisions else bool(self.source.get("live"))
 
+    def tracking(self) -> bool:
+        """Instance models are tracked when ``tracking.enabled`` (semantic ones have no
+        instances): postprocess then sends the masks along and publish tracks and draws."""
+        return bool(self.config.get("tracking", {}).get("enabled", False)) and self.spec.get("task") == "instance"
+
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1))

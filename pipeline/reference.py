@@ -28,6 +28,7 @@ from pipeline.resources import ResourcePlan, plan_resources, usable_cores
 from pipeline.results import FrameResult
 from pipeline.sources import open_source
 from pipeline.sources.base import Frame
+from pipeline.tracking import Crop, Detections, RunTracking
 
 
 def params_from_config(config: PipelineConfig) -> PostprocessParams:
@@ -108,22 +109,39 @@ def segment_frames(
             yield frame, result, details
 
 
+def track_frame(tracking: RunTracking, frame: Frame, result: FrameResult, details: InstanceFrame,
+                fps: float | None) -> list[int | None]:
+    """Give ``result``'s instances their track ids, as the publish stage does."""
+    detections = Detections(details.boxes, details.scores, details.labels,
+                            [Crop.of(c.x0, c.y0, c.mask) for c in details.crops])
+    ids = tracking.track(result.stream, result.seq, frame.pts, frame.time_base, frame.capture_ns, fps,
+                         (result.height, result.width), detections)
+    for instance, track_id in zip(result.instances, ids, strict=True):
+        instance.track_id = track_id
+    return ids
+
+
 def run_reference(config: PipelineConfig, batch_size: int | None = None) -> list[FrameResult]:
-    """Results of ``config``'s first stream computed in this process (no video, no sockets)."""
+    """Results of ``config``'s first stream computed in this process (no video, no sockets);
+    with tracking on, tracked as the pipeline tracks them."""
     resources = plan_resources(usable_cores(), **config.resources.plan_options())
     backend = open_backend(config.model, threads=resources.budget("infer").threads)
     source = open_source(config.source.uris[0])
+    tracking = RunTracking(config.tracking.params()) if config.tracking.enabled else None
+    fps = source.info().fps
     try:
-        return [
-            result
-            for _, result, _ in segment_frames(
-                backend,
-                islice(source.frames(), config.source.max_frames),
-                params_from_config(config),
-                batch_size or config.batching.batch_size,
-                resources=resources,
-            )
-        ]
+        results = []
+        for frame, result, details in segment_frames(
+            backend,
+            islice(source.frames(), config.source.max_frames),
+            params_from_config(config),
+            batch_size or config.batching.batch_size,
+            resources=resources,
+        ):
+            if tracking is not None and details is not None:
+                track_frame(tracking, frame, result, details, None if fps is None else float(fps))
+            results.append(result)
+        return results
     finally:
         source.close()
         backend.close()

@@ -23,6 +23,7 @@ class Instance:
     score: float
     box: tuple[float, float, float, float]  # x0, y0, x1, y1
     rle: dict[str, Any]  # {"size": [H, W], "counts": str}
+    track_id: int | None = None  # per-stream identity from 1; None: tracking off or not confirmed
 
 
 @dataclass
@@ -72,6 +73,7 @@ class FrameResult:
                     "score": inst.score,
                     "box": list(inst.box),
                     "mask": inst.rle,
+                    "track_id": inst.track_id,
                 }
                 for inst in self.instances
             ],

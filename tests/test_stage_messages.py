@@ -76,6 +76,10 @@ CASES = {
     "instances": (PostprocessedFrame(PREPARED, instances=[INSTANCE]), {**LEGACY_PREPARED, "instances": [INSTANCE]}),
     "no_instances": (PostprocessedFrame(PreparedFrame(HANDLE), instances=[]), {**LEGACY_HANDLE, "instances": []}),
     "semantic": (_semantic(), {**LEGACY_PREPARED, "semantic": True}),
+    "instances_with_masks": (PostprocessedFrame(PREPARED, instances=[INSTANCE, INSTANCE],
+                                                crop_rects=np.array([[1, 2, 3, 5], [0, 0, 2, 2]], np.int32),
+                                                crop_bits=np.array([0b10101010, 0b1, 0b11110000], np.uint8)),
+                             {**LEGACY_PREPARED, "instances": [INSTANCE, INSTANCE], "crops": True}),
     "eos": (EndOfStream(7, {"0": 4, "1": 3}), {"type": "eos", "frames": 7, "totals": {"0": 4, "1": 3}}),
     "status": (Status({"schema": "segstream.status", "event": "eos", "stream": "0"}),
                {"type": "status", "status": {"schema": "segstream.status", "event": "eos", "stream": "0"}}),
@@ -247,3 +251,21 @@ def test_control_and_event_kinds():
         Event.from_parts({"stage": "capture", "type": "bored"}, [])
     header, _ = Event("publish", EventKind.PROGRESS, {"frames": 3}).to_parts()
     assert type(header["type"]) is str and msgpack.unpackb(messages.pack_header(header)) == header
+
+
+def test_instance_masks_pack_and_unpack_exactly():
+    from pipeline.ops.paste import MaskCrop
+
+    rng = np.random.default_rng(3)
+    crops = [MaskCrop(4, 7, rng.random((5, 9)) > 0.5), MaskCrop(0, 0, np.zeros((0, 3), bool)),
+             MaskCrop(11, 2, rng.random((13, 1)) > 0.5)]
+    rects, bits = PostprocessedFrame.pack_crops(crops)
+    message = PostprocessedFrame(PREPARED, instances=[INSTANCE] * 3, crop_rects=rects, crop_bits=bits)
+    received = PostprocessedFrame.from_parts(*_over_the_wire(*message.to_parts()))
+    for crop, (x0, y0, mask) in zip(crops, received.crops(), strict=True):
+        assert (x0, y0) == (crop.x0, crop.y0) and mask.dtype == bool and np.array_equal(mask, crop.mask)
+    with pytest.raises(MessageError, match="crop_bits"):
+        PostprocessedFrame(PREPARED, instances=[INSTANCE] * 3, crop_rects=rects, crop_bits=bits[:-1])
+    header, buffers = message.to_parts()
+    with pytest.raises(MessageError):
+        PostprocessedFrame.from_parts(header, [buffers[0], buffers[1][:-1]])

@@ -13,47 +13,12 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from .palette import class_palette
 from .paste import MaskCrop
 
 __all__ = ["class_palette", "draw_instances", "draw_semantic"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
-_GOLDEN = 0.6180339887498949  # hue step that keeps successive classes far apart
-
-
-def class_palette(num_classes: int) -> np.ndarray:
-    """Deterministic RGB colours [num_classes, 3] uint8; class 0 (background) is black.
-
-    Hues advance by the golden ratio so neighbouring class ids get clearly different
-    colours; saturation and value vary on their own cycles so classes whose hues come
-    close again still differ. Colour i does not depend on ``num_classes``.
-    """
-    n = int(num_classes)
-    if n <= 0:
-        return np.zeros((0, 3), dtype=np.uint8)
-    i = np.arange(n, dtype=np.float64) - 1.0
-    hue = (i * _GOLDEN) % 1.0
-    sat = 0.55 + 0.4 * ((i * 0.3819660112501051) % 1.0)
-    val = 0.7 + 0.3 * ((i * 0.7548776662466927) % 1.0)
-    # HSV -> RGB, vectorised: sector k in 0..5 and position f inside it.
-    h6 = hue * 6.0
-    k = np.floor(h6).astype(np.int64) % 6
-    f = h6 - np.floor(h6)
-    p = val * (1.0 - sat)
-    q = val * (1.0 - sat * f)
-    t = val * (1.0 - sat * (1.0 - f))
-    choices = [
-        np.stack((val, t, p), 1),
-        np.stack((q, val, p), 1),
-        np.stack((p, val, t), 1),
-        np.stack((p, q, val), 1),
-        np.stack((t, p, val), 1),
-        np.stack((val, p, q), 1),
-    ]
-    rgb = np.choose(k[:, None], choices)
-    out = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
-    out[0] = 0
-    return out
 
 
 def _check_image(image: np.ndarray) -> None:

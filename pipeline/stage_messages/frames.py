@@ -262,11 +262,18 @@ def raw_output_from_parts(header: Header, buffers: Sequence[Any]) -> RawInstance
 @dataclass(frozen=True, eq=False)
 class PostprocessedFrame(_FrameResult):
     """Postprocess → publish: the frame's instances (dicts: id, class_id, score, box, mask
-    as RLE), or its class map at frame size; the overlay, if any, is in the slot."""
+    as RLE), or its class map at frame size; the overlay, if any, is in the slot.
+
+    With tracking on, the instances' box-local masks come along too, bit-packed
+    (``crop_rects`` [N, 4] int32: x0, y0, h, w; ``crop_bits``: every mask's rows packed in
+    turn): the tracker and the track-coloured overlay need the masks, and decoding them
+    again from frame-size RLE would cost more than sending them."""
 
     instances: tuple[dict[str, Any], ...] | None = None
     class_map: np.ndarray | None = None  # [h, w] uint8
-    _optional = ("in_shape", "instances", "semantic")
+    crop_rects: np.ndarray | None = None  # [N, 4] int32
+    crop_bits: np.ndarray | None = None  # uint8
+    _optional = ("in_shape", "instances", "semantic", "crops")
 
     def __post_init__(self) -> None:
         what = type(self).__name__
@@ -276,12 +283,40 @@ class PostprocessedFrame(_FrameResult):
             object.__setattr__(self, "instances", tuple(self.instances))  # lists compare equal after a trip
         else:
             expect_array(what, "class_map", self.class_map, np.uint8, (self.handle.h, self.handle.w))
+        if (self.crop_rects is None) != (self.crop_bits is None) or (
+                self.crop_rects is not None and self.instances is None):
+            raise MessageError(f"{what}: crop_rects and crop_bits go together, with instances")
+        if self.crop_rects is not None:
+            expect_array(what, "crop_rects", self.crop_rects, np.int32, (len(self.instances), 4))
+            expect_array(what, "crop_bits", self.crop_bits, np.uint8, (_packed_size(self.crop_rects),))
+
+    @staticmethod
+    def pack_crops(crops: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``(crop_rects, crop_bits)`` for masks with ``x0``, ``y0`` and a bool ``mask``."""
+        rects = np.array([(c.x0, c.y0, *c.mask.shape) for c in crops], dtype=np.int32).reshape(-1, 4)
+        bits = [np.packbits(c.mask, axis=None) for c in crops]
+        return rects, (np.concatenate(bits) if bits else np.zeros(0, np.uint8))
+
+    def crops(self) -> list[tuple[int, int, np.ndarray]] | None:
+        """The masks as ``(x0, y0, bool mask)``, or None if none came along."""
+        if self.crop_rects is None:
+            return None
+        out, start = [], 0
+        for x0, y0, h, w in self.crop_rects.tolist():
+            size = -(-h * w // 8)
+            mask = np.unpackbits(self.crop_bits[start : start + size], count=h * w).reshape(h, w).view(bool)
+            out.append((x0, y0, mask))
+            start += size
+        return out
 
     def _parts(self) -> Parts:
         header = self.frame._header()
         if self.instances is not None:
             header["instances"] = list(self.instances)
-            return header, []
+            if self.crop_rects is None:
+                return header, []
+            header["crops"] = True
+            return header, [self.crop_rects, self.crop_bits]
         header["semantic"] = True
         return header, [self.class_map]
 
@@ -292,8 +327,22 @@ class PostprocessedFrame(_FrameResult):
         if ("instances" in header) == bool(header.get("semantic")):
             raise MessageError(f"{what}: the header needs exactly one of 'instances' and 'semantic'")
         if "instances" in header:
-            check_count(what, buffers, 0)
-            return cls(frame, instances=tuple(header["instances"]), inline=inline)
+            instances = tuple(header["instances"])
+            if not header.get("crops"):
+                check_count(what, buffers, 0)
+                return cls(frame, instances=instances, inline=inline)
+            check_count(what, buffers, 2)
+            rects = array_view(what, "crop_rects", buffers[0], np.int32, (len(instances), 4))
+            if (rects[:, 2:] < 0).any():
+                raise MessageError(f"{what}: negative crop size")
+            bits = array_view(what, "crop_bits", buffers[1], np.uint8, (_packed_size(rects),))
+            return cls(frame, instances=instances, crop_rects=rects, crop_bits=bits, inline=inline)
         check_count(what, buffers, 1)
         class_map = array_view(what, "class_map", buffers[0], np.uint8, (header["h"], header["w"]))
         return cls(frame, class_map=class_map, inline=inline)
+
+
+def _packed_size(rects: np.ndarray) -> int:
+    """Bytes of the packed masks of ``rects`` (each mask padded to whole bytes)."""
+    areas = rects[:, 2].astype(np.int64) * rects[:, 3].astype(np.int64)
+    return int(((areas + 7) // 8).sum())

@@ -46,6 +46,9 @@ class PostprocessStage(Stage):
         model = self.config.model
         self.params = PostprocessParams(model.score_threshold, model.nms_iou, model.mask_threshold, model.max_detections)
         self.draw = self.config.output.video is not None
+        # tracked instances are drawn by publish, after the tracker named them: here the
+        # overlay is the plain frame, and the masks travel on for tracking and drawing
+        self.tracking = self.plan.tracking()
         self.alpha = self.config.output.overlay_alpha
         self.palette = class_palette(len(self.spec.class_names))
         # with --device cuda, NMS and paste-back run on the GPU too; only crops come back
@@ -91,13 +94,17 @@ class PostprocessStage(Stage):
             )
             self.stats["instances"] += len(result.instances)
             if image is not None:
-                draw_result(image, result, None, self.spec.class_names, self.alpha, self.palette)
+                if not self.tracking:
+                    draw_result(image, result, None, self.spec.class_names, self.alpha, self.palette)
                 self.ring.overlay(handle.slot, *frame_size)[...] = image
             instances = [
                 {"id": i.id, "class_id": i.class_id, "score": i.score, "box": list(i.box), "mask": i.rle}
                 for i in result.instances
             ]
-            return PostprocessedFrame(message.frame, instances=instances)
+            if not self.tracking:
+                return PostprocessedFrame(message.frame, instances=instances)
+            rects, bits = PostprocessedFrame.pack_crops(result.crops)
+            return PostprocessedFrame(message.frame, instances=instances, crop_rects=rects, crop_bits=bits)
         class_map = class_map_from_output(message.class_map.copy(), frame_size)
         if image is not None:
             draw_result(image, None, class_map, self.spec.class_names, self.alpha, self.palette)

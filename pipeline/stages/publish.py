@@ -37,6 +37,7 @@ from pipeline.stage_messages import (
 )
 from pipeline.stages.base import Stage
 from pipeline.stages.progress import read_progress, write_progress
+from pipeline.tracking import Crop, Detections, RunTracking
 from pipeline.transport import sockets
 
 PROGRESS_EVERY_S = 0.25
@@ -67,6 +68,13 @@ class PublishStage(Stage):
         # per stream: next seq to publish, first not committed, held slots (policies/publish_ledger.py)
         resume = {sid: info.get("committed", 0) for sid, info in saved.get("streams", {}).items()}
         self.ledger = PublishLedger([s["id"] for s in self.plan.streams], self.commit_every, resume)
+        # trackers resume from the state committed with the frames they had seen, so the
+        # frames replayed after a restart get the very same ids
+        self.tracking = RunTracking(self.config.tracking.params()) if self.plan.tracking() else None
+        self._committed_tracks: dict[str, dict | None] = dict(saved.get("tracks", {}))
+        for sid, state in self._committed_tracks.items():
+            if self.tracking is not None:
+                self.tracking.restore(sid, state)
         self.writers: dict[str, SegmentedVideoWriter] = {}
         if out.video:
             Path(out.video).parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +96,7 @@ class PublishStage(Stage):
             self.results_file = open(out.save_results, "a" if saved else "w")  # noqa: SIM115 - closed in _finish()
         self.latencies_ms: list[float] = []
         self.stats.update(frames_written=0, frames_published=0, frames_dropped=0, frames_done=0, status_events={},
-                          streams={}, duplicates_dropped=0, early_dropped=0)
+                          streams={}, duplicates_dropped=0, early_dropped=0, tracks={})
         self.stats.update(saved.get("stats", {}))
         self.finished = False
         self.eos_sent: set[str] = set()  # streams whose eos status is out
@@ -100,11 +108,12 @@ class PublishStage(Stage):
             "streams": {sid: {"next": s.next, "committed": s.committed} for sid, s in self.ledger.streams.items()},
             "video": {sid: writer.state() for sid, writer in self.writers.items()},
             "stats": self._committed_stats,
+            "tracks": self._committed_tracks,
         }
         write_progress(self.plan.run_dir, state)
 
     def _stats_snapshot(self) -> dict:
-        keys = ("frames_written", "frames_published", "frames_dropped", "frames_done", "streams")
+        keys = ("frames_written", "frames_published", "frames_dropped", "frames_done", "streams", "tracks")
         return json.loads(json.dumps({k: self.stats[k] for k in keys}))
 
     def _truncate_results(self, path: Path) -> None:
@@ -197,6 +206,8 @@ class PublishStage(Stage):
             for slot, gen in released:
                 self._release(slot, gen)
             self._committed_stats = self._stats_snapshot()
+            if self.tracking is not None:
+                self._committed_tracks[sid] = self.tracking.stream_state(sid)
         # files resume at the committed frame; live feeds also need ``next`` (a restarted
         # capture carries on after it), which moves with every frame
         if released or self.plan.source.get("live"):
@@ -224,7 +235,29 @@ class PublishStage(Stage):
         except zmq.Again:
             pass
 
-    def _result(self, message: PostprocessedFrame) -> FrameResult:
+    def _track(self, message: PostprocessedFrame, overlay: np.ndarray | None) -> list[int | None]:
+        """Track ids of the frame's instances, and the track-coloured overlay drawn."""
+        handle = message.handle
+        instances = message.instances or ()
+        crops = message.crops() or []
+        if len(crops) != len(instances):
+            raise ValueError(f"frame {handle.seq}: {len(instances)} instances but {len(crops)} masks")
+        boxes = np.array([d["box"] for d in instances], dtype=np.float64).reshape(-1, 4)
+        labels = np.array([d["class_id"] for d in instances], dtype=np.int64)
+        detections = Detections(boxes, np.array([d["score"] for d in instances], dtype=np.float64), labels,
+                                [Crop.of(x0, y0, mask) for x0, y0, mask in crops])
+        fps = self.plan.source_info(handle.stream).fps
+        ids = self.tracking.track(handle.stream, handle.seq, handle.pts, None if handle.tb is None else Fraction(*handle.tb),
+                                  handle.capture_ns, None if fps is None else float(fps), (handle.h, handle.w),
+                                  detections)
+        if overlay is not None:
+            from pipeline.ops.track_overlay import draw_tracked
+
+            draw_tracked(overlay, crops, boxes, labels, ids, self.spec.class_names, self.config.output.overlay_alpha)
+        self.stats["tracks"][handle.stream] = self.tracking.trackers[handle.stream].next_id - 1
+        return ids
+
+    def _result(self, message: PostprocessedFrame, track_ids: list[int | None]) -> FrameResult:
         handle = message.handle
         return FrameResult(
             stream=handle.stream,
@@ -240,8 +273,9 @@ class PublishStage(Stage):
             capture_ns=handle.capture_ns,
             dropped_since_last=handle.dropped,
             instances=[
-                Instance(d["id"], d["class_id"], d["score"], tuple(d["box"]), d["mask"])
-                for d in message.instances or ()
+                Instance(d["id"], d["class_id"], d["score"], tuple(d["box"]), d["mask"], track_id)
+                for d, track_id in zip(message.instances or (), track_ids or [None] * len(message.instances or ()),
+                                       strict=True)
             ],
             class_map=message.class_map,
         )
@@ -256,7 +290,8 @@ class PublishStage(Stage):
             # rewriting it (a stale frame raises here and is dropped, nothing published)
             overlay = np.array(self.ring.overlay(handle.slot, handle.h, handle.w))
             self.ring.check(handle.slot, handle.gen)
-        result = self._result(message)
+        track_ids = self._track(message, overlay) if self.tracking is not None else []
+        result = self._result(message, track_ids)
         self.stats["frames_done"] += 1
         self.stats["frames_dropped"] += result.dropped_since_last
         per_stream = self.stats["streams"].setdefault(result.stream, {"frames": 0, "dropped": 0})
@@ -306,6 +341,8 @@ class PublishStage(Stage):
         for slot, gen in self.ledger.commit_all():
             self._release(slot, gen)
         self._committed_stats = self._stats_snapshot()
+        if self.tracking is not None:
+            self._committed_tracks = {sid: self.tracking.stream_state(sid) for sid in self.tracking.trackers}
         self._save_progress()
         if self.latencies_ms:
             p50, p95, p99 = np.percentile(np.asarray(self.latencies_ms), [50, 95, 99])
