@@ -20,17 +20,7 @@ MAX_LINES = 400
 # Modules allowed to be longer than MAX_LINES, each with the reason. Keep this list short:
 # split a module rather than add it here; remove an entry once its module is split.
 LONG_MODULES = {
-    "engines/export.py": "the ONNX export of every graph of the split, its checks and manifest, "
-    "and its CLI; predates the limit (to be split: export / verify / CLI)",
-    "engines/build.py": "the TensorRT build flow (profiles, INT8 calibrator, builder calls, "
-    "engine cache) against one version-dependent API; predates the limit",
-    "engines/weights.py": "every kind of --weights (torchvision names, checkpoints, plain "
-    "state_dicts, random, demo) with shape checks; predates the limit",
-    "pipeline/evaluate.py": "COCO instance and semantic evaluation, result loading and its CLI; "
-    "predates the limit (to be split: loading / metrics / CLI)",
     "pipeline/supervisor.py": "stage start-up, watching and shutdown of a run; predates the limit",
-    "pipeline/synthetic/scene.py": "the scene generator (tracks, motion, occlusion, rendering); "
-    "predates the limit",
 }
 
 

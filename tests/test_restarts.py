@@ -1,6 +1,7 @@
 """Supervision: a stage killed with SIGKILL (or hung with SIGSTOP) mid-run is restarted, the
 frames in flight are replayed, and the run still produces every frame exactly once, in
-order, bit-identical to a run without faults: results and decoded overlay video."""
+order, bit-identical to a run without faults: results (track ids included: the tracker's
+state is committed with the frames) and decoded overlay video."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def _config(video: Path, out: Path, **supervision):
     config = small_config(
         video, out, batching={"batch_size": 2, "max_wait_ms": 10_000},
         supervision={"max_restarts": 2, "restart_backoff_s": 0.1, "video_segment_frames": 8, **supervision},
+        tracking={"high_score": 0.0},  # random weights score low: let every detection start a track
     )
     config.output.video = str(out / "overlay.mkv")
     config.output.codec = "ffv1"
@@ -54,7 +56,11 @@ def baseline(video, tmp_path_factory):
     out = tmp_path_factory.mktemp("baseline")
     report = Supervisor(_config(video, out)).run()
     assert report["restarts"] == []
-    return _outputs(out)
+    outputs = _outputs(out)
+    # tracked: the restarted runs must reproduce these ids frame for frame (``records ==``)
+    track_ids = {i["track_id"] for r in outputs[0] for i in r["instances"]} - {None}
+    assert len(track_ids) >= 2, track_ids
+    return outputs
 
 
 def _published(out: Path) -> int:

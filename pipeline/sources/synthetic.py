@@ -4,6 +4,10 @@ URI: ``synthetic://?seed=0&size=640x480&fps=30&frames=120&realtime=0`` (every ke
 
 * ``seed``: scene seed, integer >= 0 (default 0). Seeds 1000..1999 are the demo models'
   training scenes; use another seed (7 is the standard held-out one) to measure accuracy.
+* ``kind``: ``default`` (bouncing objects: the demo models' training scenes) or
+  ``tracking`` (for multi-object tracking: in every 6 s act objects cross, hide behind
+  others for up to ~1 s, leave the frame and come back, at varying speed, keeping their
+  track ids; see ``pipeline.synthetic.tracking``), e.g. ``synthetic://?seed=5&kind=tracking``.
 * ``size``: ``WIDTHxHEIGHT`` (default 640x480).
 * ``fps``: frame rate, e.g. ``30``, ``29.97`` or ``30000/1001`` (default 30). It sets the
   scene time of frame i (``i / fps``) and the timestamps (``pts = i``, ``time_base = 1/fps``).
@@ -29,12 +33,13 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 
 from pipeline.sources.base import Frame, Source, SourceError, SourceInfo
-from pipeline.synthetic import CLASS_NAMES, SceneFrame, SyntheticScene
+from pipeline.synthetic import CLASS_NAMES, KINDS, SceneFrame, SyntheticScene
 
 __all__ = ["SyntheticSource", "parse_synthetic_uri"]
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
+    "kind": "default",
     "size": (640, 480),
     "fps": Fraction(30),
     "frames": 120,
@@ -92,6 +97,15 @@ def _parse_fps(value: Any) -> Fraction:
     return fps.limit_denominator(1_000_000)
 
 
+def _parse_kind(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in KINDS:
+        raise SourceError(
+            f"synthetic source: kind must be one of {', '.join(KINDS)}, got {value!r}"
+        )
+    return text
+
+
 def _parse_bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -133,6 +147,8 @@ def parse_synthetic_uri(uri: str, **options: Any) -> dict[str, Any]:
             out["fps"] = _parse_fps(value)
         elif key == "frames":
             out["frames"] = _parse_int("frames", value, 0)
+        elif key == "kind":
+            out["kind"] = _parse_kind(value)
         else:  # realtime, live
             out[key] = _parse_bool(key, value)
     if out["live"] is None:
@@ -172,12 +188,13 @@ class SyntheticSource(Source):
         settings = parse_synthetic_uri(uri, **options)
         self.uri = str(uri)
         self.seed: int = settings["seed"]
+        self.kind: str = settings["kind"]
         self.width, self.height = settings["size"]
         self.fps: Fraction = settings["fps"]
         self.frame_count: int = settings["frames"]
         self.realtime: bool = settings["realtime"]
         self.live: bool = settings["live"]
-        self.scene = SyntheticScene(self.seed, self.width, self.height, float(self.fps))
+        self.scene = SyntheticScene(self.seed, self.width, self.height, float(self.fps), kind=self.kind)
         # live (or wrapped by PacedSource): frames are rendered only when taken
         self.render_on_demand: bool = self.live
         self._closed = False
@@ -193,6 +210,7 @@ class SyntheticSource(Source):
             extra={
                 "kind": "synthetic",
                 "seed": self.seed,
+                "scene_kind": self.kind,
                 "realtime": self.realtime,
                 "class_names": list(CLASS_NAMES),
             },

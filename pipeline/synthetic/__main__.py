@@ -1,11 +1,20 @@
 """Write a synthetic scene as a video plus ground truth.
 
     python -m pipeline.synthetic --seed 7 --frames 300 --size 640x480 --fps 30 --out DIR
+    python -m pipeline.synthetic --kind tracking --seed 5 --frames 150 --out DIR
+
+--kind default    objects bounce around and live a few seconds (the demo models' training
+                  scenes; the default)
+--kind tracking   for multi-object tracking: every 6 s act has two objects crossing, one
+                  hiding behind a larger one for up to ~1 s, one leaving the frame and
+                  coming back, all at varying speed (``pipeline.synthetic.tracking``)
 
 DIR/video.mp4        H.264 (libx264, yuv420p, crf 12, preset veryfast), pts = frame index,
                      time base 1/fps
 DIR/instances.json   COCO: images (id = frame index), annotations (RLE masks as str counts,
-                     bbox [x, y, w, h], area, iscrowd 0, category_id, track_id), categories
+                     bbox [x, y, w, h], area, iscrowd 0, category_id, track_id: the same
+                     object keeps its track_id through occlusions and exits), categories;
+                     info has the seed, kind, size and fps
 DIR/semantic/NNNNNN.png  uint8 class map per frame (0 = background, else class id)
 """
 
@@ -17,13 +26,10 @@ import sys
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from pipeline.synthetic.coco import coco_categories, frame_annotations
-from pipeline.synthetic.scene import CLASS_NAMES, SyntheticScene
-
-
-class CliError(Exception):
-    pass
+from pipeline.synthetic.scene import CLASS_NAMES, KINDS, SyntheticScene
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -74,6 +80,35 @@ def _positive(text: str) -> int:
     return v
 
 
+def _image_record(i: int, width: int, height: int, fps: Fraction) -> dict[str, Any]:
+    """COCO image entry of frame ``i`` (id = frame index)."""
+    return {
+        "id": i,
+        "file_name": f"video.mp4#{i}",
+        "width": width,
+        "height": height,
+        "frame_index": i,
+        "time_s": float(i / fps),
+        "semantic": f"semantic/{i:06d}.png",
+    }
+
+
+def _add_video_stream(container: Any, size: tuple[int, int], fps: Fraction, crf: int, preset: str) -> Any:
+    """An H.264 yuv420p stream whose timestamps are frame indices (time base 1/fps)."""
+    stream = container.add_stream("libx264", rate=fps)
+    stream.width, stream.height = size
+    stream.pix_fmt = "yuv420p"
+    stream.time_base = 1 / fps
+    stream.codec_context.time_base = 1 / fps
+    stream.options = {"crf": str(crf), "preset": preset}
+    return stream
+
+
+def _report(done: int, frames: int, t0: float) -> None:
+    rate = done / max(1e-9, time.time() - t0)
+    print(f"[synthetic] {done}/{frames} frames ({rate:.1f} fps)", file=sys.stderr, flush=True)
+
+
 def write_scene(
     out: Path,
     seed: int,
@@ -83,31 +118,25 @@ def write_scene(
     crf: int = 12,
     preset: str = "veryfast",
     progress: bool = True,
+    kind: str = "default",
 ) -> dict:
-    """Render ``frames`` frames and write video, COCO json and semantic PNGs into ``out``."""
+    """Render ``frames`` frames of scene ``(seed, kind)`` and write video, COCO json and
+    semantic PNGs into ``out``."""
     import av
     from PIL import Image
 
     width, height = size
-    out.mkdir(parents=True, exist_ok=True)
     sem_dir = out / "semantic"
-    sem_dir.mkdir(exist_ok=True)
-    scene = SyntheticScene(seed, width, height, float(fps))
+    sem_dir.mkdir(parents=True, exist_ok=True)
+    scene = SyntheticScene(seed, width, height, float(fps), kind=kind)
     images, annotations = [], []
-    video_path = out / "video.mp4"
     t0 = time.time()
     step = max(1, frames // 10)
     # The MP4 track time scale = fps numerator, so pts = frame index for integer rates
     # (time base 1/fps); for e.g. 30000/1001 the time base is 1/30000 and pts = 1001 * index.
     muxer_options = {"video_track_timescale": str(fps.numerator)}
-    with av.open(str(video_path), mode="w", options=muxer_options) as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width = width
-        stream.height = height
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = 1 / fps
-        stream.codec_context.time_base = 1 / fps
-        stream.options = {"crf": str(crf), "preset": preset}
+    with av.open(str(out / "video.mp4"), mode="w", options=muxer_options) as container:
+        stream = _add_video_stream(container, size, fps, crf, preset)
         for i in range(frames):
             fr = scene.frame(i)
             vf = av.VideoFrame.from_ndarray(fr.image, format="rgb24")
@@ -116,57 +145,54 @@ def write_scene(
             for packet in stream.encode(vf):
                 container.mux(packet)
             Image.fromarray(fr.class_map, mode="L").save(sem_dir / f"{i:06d}.png")
-            images.append(
-                {
-                    "id": i,
-                    "file_name": f"video.mp4#{i}",
-                    "width": width,
-                    "height": height,
-                    "frame_index": i,
-                    "time_s": float(i / fps),
-                    "semantic": f"semantic/{i:06d}.png",
-                }
-            )
+            images.append(_image_record(i, width, height, fps))
             annotations += frame_annotations(fr, i, first_id=len(annotations) + 1)
             if progress and ((i + 1) % step == 0 or i + 1 == frames):
-                rate = (i + 1) / max(1e-9, time.time() - t0)
-                print(
-                    f"[synthetic] {i + 1}/{frames} frames ({rate:.1f} fps)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                _report(i + 1, frames, t0)
         for packet in stream.encode(None):
             container.mux(packet)
-    coco = {
-        "info": {
-            "description": "segstream synthetic scene",
-            "seed": seed,
-            "frames": frames,
-            "width": width,
-            "height": height,
-            "fps": str(fps),
-            "video": "video.mp4",
-            "codec": f"libx264 yuv420p crf {crf} preset {preset}",
-            "class_names": list(CLASS_NAMES),
-        },
-        "images": images,
-        "annotations": annotations,
-        "categories": coco_categories(),
+    info = {
+        "description": "segstream synthetic scene",
+        "seed": seed,
+        "kind": kind,
+        "frames": frames,
+        "width": width,
+        "height": height,
+        "fps": str(fps),
+        "video": "video.mp4",
+        "codec": f"libx264 yuv420p crf {crf} preset {preset}",
+        "class_names": list(CLASS_NAMES),
     }
+    coco = {"info": info, "images": images, "annotations": annotations, "categories": coco_categories()}
     (out / "instances.json").write_text(json.dumps(coco), encoding="utf-8")
     return coco
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipeline.synthetic",
-        description="Render a synthetic scene to DIR/video.mp4 with COCO instances and semantic PNGs.",
+        description="Render a synthetic scene to DIR/video.mp4 with COCO instances (each with "
+        "its track_id) and semantic PNGs.",
+        epilog="Kinds: 'default' is the demo models' training scene. 'tracking' is cut into 6 s "
+        "acts; every act has two objects on crossing courses, an object that hides entirely "
+        "behind a larger one for 0.3 to 1 s and comes out again, and an object that leaves "
+        "the frame and comes back in across the same edge, all accelerating, decelerating "
+        "and pausing. An object keeps its track_id throughout; a frame has no annotation for "
+        "an object entirely hidden or outside it. Example: python -m pipeline.synthetic "
+        "--kind tracking --seed 5 --frames 150 --out DIR",
     )
     p.add_argument(
         "--seed",
         type=_non_negative,
         default=0,
         help="scene seed (>= 0; 1000..1999 are training seeds)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="default",
+        help="scene kind: 'default' (bouncing objects, the training scenes; the default) or "
+        "'tracking' (crossings, occlusions, exits and re-entries, varying speed; see below)",
     )
     p.add_argument("--frames", type=_positive, default=120, help="number of frames (>= 1)")
     p.add_argument(
@@ -180,14 +206,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crf", type=int, default=12, help="x264 quality (lower is better, default 12)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring); returns the exit status."""
+    args = _parser().parse_args(argv)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         print(f"error: --out {out} exists and is not a directory", file=sys.stderr)
         return 2
     try:
         coco = write_scene(
-            out, args.seed, args.frames, args.size, args.fps, args.crf, args.preset, not args.quiet
+            out,
+            args.seed,
+            args.frames,
+            args.size,
+            args.fps,
+            args.crf,
+            args.preset,
+            not args.quiet,
+            kind=args.kind,
         )
     except OSError as exc:
         print(f"error: cannot write to {out}: {exc}", file=sys.stderr)

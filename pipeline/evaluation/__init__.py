@@ -1,0 +1,15 @@
+"""Scoring of saved pipeline results; ``python -m pipeline.evaluate`` is the command line.
+
+* :mod:`~pipeline.evaluation.records`: reading and checking ``--save-results`` records and
+  the ground-truth directory, :func:`~pipeline.evaluation.records.frame_record`.
+* :mod:`~pipeline.evaluation.instances`: COCO mask / box AP (pycocotools' ``COCOeval``).
+* :mod:`~pipeline.evaluation.semantic`: the FCN paper's semantic scores.
+* :mod:`~pipeline.evaluation.tracking`: HOTA, CLEAR MOT and Identity metrics (pure functions
+  on per-frame similarity matrices, identical to TrackEval's).
+* :mod:`~pipeline.evaluation.tracks`: tracked predictions against ground-truth tracks
+  (mask IoU, per class and combined).
+* :mod:`~pipeline.evaluation.mots`: the MOTS text format (KITTI-MOTS style), write and read.
+
+Nothing is imported here, so importing one module does not load the others (pycocotools,
+scipy and Pillow are loaded by the modules that need them).
+"""
