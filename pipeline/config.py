@@ -286,12 +286,14 @@ class TrackingConfig(_Section):
     mask_weight: float = Field(default=0.5, ge=0.0, le=1.0)  # similarity = w * mask IoU + (1 - w) * box IoU
     min_hits: int = Field(default=2, ge=1, le=100)  # matches before a track is confirmed and gets an id
     max_lost_s: float = Field(default=2.0, ge=0.0, le=3600.0)  # frame-time seconds a lost track is kept
+    duplicate_iou: float = Field(default=0.7, gt=0.0, le=1.0)  # mask IoU making the weaker detection a duplicate
+    refind_reach: float = Field(default=2.0, ge=0.0, le=100.0)  # re-find reach, box diagonals per second lost
 
     def params(self) -> TrackerParams:
         from pipeline.tracking.tracker import TrackerParams
 
-        return TrackerParams(self.high_score, self.match_similarity, self.low_match_similarity,
-                             self.mask_weight, self.min_hits, self.max_lost_s)
+        return TrackerParams(self.high_score, self.match_similarity, self.low_match_similarity, self.mask_weight,
+                             self.min_hits, self.max_lost_s, self.duplicate_iou, self.refind_reach)
 
 
 class PipelineConfig(_Section):

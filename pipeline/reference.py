@@ -110,15 +110,14 @@ def segment_frames(
 
 
 def track_frame(tracking: RunTracking, frame: Frame, result: FrameResult, details: InstanceFrame,
-                fps: float | None) -> list[int | None]:
-    """Give ``result``'s instances their track ids, as the publish stage does."""
+                fps: float | None) -> None:
+    """Give ``result``'s instances their track ids and classes, as the publish stage does."""
     detections = Detections(details.boxes, details.scores, details.labels,
                             [Crop.of(c.x0, c.y0, c.mask) for c in details.crops])
-    ids = tracking.track(result.stream, result.seq, frame.pts, frame.time_base, frame.capture_ns, fps,
-                         (result.height, result.width), detections)
-    for instance, track_id in zip(result.instances, ids, strict=True):
-        instance.track_id = track_id
-    return ids
+    assignment = tracking.track(result.stream, result.seq, frame.pts, frame.time_base, frame.capture_ns, fps,
+                                (result.height, result.width), detections)
+    for instance, track_id, class_id in zip(result.instances, assignment.track_ids, assignment.classes, strict=True):
+        instance.track_id, instance.class_id = track_id, class_id
 
 
 def run_reference(config: PipelineConfig, batch_size: int | None = None) -> list[FrameResult]:

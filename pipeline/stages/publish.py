@@ -37,7 +37,7 @@ from pipeline.stage_messages import (
 )
 from pipeline.stages.base import Stage
 from pipeline.stages.progress import read_progress, write_progress
-from pipeline.tracking import Crop, Detections, RunTracking
+from pipeline.tracking import Assignment, Crop, Detections, RunTracking
 from pipeline.transport import sockets
 
 PROGRESS_EVERY_S = 0.25
@@ -235,8 +235,8 @@ class PublishStage(Stage):
         except zmq.Again:
             pass
 
-    def _track(self, message: PostprocessedFrame, overlay: np.ndarray | None) -> list[int | None]:
-        """Track ids of the frame's instances, and the track-coloured overlay drawn."""
+    def _track(self, message: PostprocessedFrame, overlay: np.ndarray | None) -> Assignment:
+        """Track ids and classes of the frame's instances, and the track-coloured overlay drawn."""
         handle = message.handle
         instances = message.instances or ()
         crops = message.crops() or []
@@ -247,18 +247,22 @@ class PublishStage(Stage):
         detections = Detections(boxes, np.array([d["score"] for d in instances], dtype=np.float64), labels,
                                 [Crop.of(x0, y0, mask) for x0, y0, mask in crops])
         fps = self.plan.source_info(handle.stream).fps
-        ids = self.tracking.track(handle.stream, handle.seq, handle.pts, None if handle.tb is None else Fraction(*handle.tb),
+        assignment = self.tracking.track(handle.stream, handle.seq, handle.pts, None if handle.tb is None else Fraction(*handle.tb),
                                   handle.capture_ns, None if fps is None else float(fps), (handle.h, handle.w),
                                   detections)
         if overlay is not None:
             from pipeline.ops.track_overlay import draw_tracked
 
-            draw_tracked(overlay, crops, boxes, labels, ids, self.spec.class_names, self.config.output.overlay_alpha)
+            draw_tracked(overlay, crops, boxes, assignment.classes, assignment.track_ids, self.spec.class_names,
+                         self.config.output.overlay_alpha)
         self.stats["tracks"][handle.stream] = self.tracking.trackers[handle.stream].next_id - 1
-        return ids
+        return assignment
 
-    def _result(self, message: PostprocessedFrame, track_ids: list[int | None]) -> FrameResult:
+    def _result(self, message: PostprocessedFrame, tracked: Assignment | None) -> FrameResult:
         handle = message.handle
+        found = message.instances or ()
+        track_ids = tracked.track_ids if tracked else [None] * len(found)
+        classes = tracked.classes if tracked else [d["class_id"] for d in found]
         return FrameResult(
             stream=handle.stream,
             seq=handle.seq,
@@ -273,9 +277,8 @@ class PublishStage(Stage):
             capture_ns=handle.capture_ns,
             dropped_since_last=handle.dropped,
             instances=[
-                Instance(d["id"], d["class_id"], d["score"], tuple(d["box"]), d["mask"], track_id)
-                for d, track_id in zip(message.instances or (), track_ids or [None] * len(message.instances or ()),
-                                       strict=True)
+                Instance(d["id"], class_id, d["score"], tuple(d["box"]), d["mask"], track_id)
+                for d, class_id, track_id in zip(found, classes, track_ids, strict=True)
             ],
             class_map=message.class_map,
         )
@@ -290,8 +293,8 @@ class PublishStage(Stage):
             # rewriting it (a stale frame raises here and is dropped, nothing published)
             overlay = np.array(self.ring.overlay(handle.slot, handle.h, handle.w))
             self.ring.check(handle.slot, handle.gen)
-        track_ids = self._track(message, overlay) if self.tracking is not None else []
-        result = self._result(message, track_ids)
+        tracked = self._track(message, overlay) if self.tracking is not None else None
+        result = self._result(message, tracked)
         self.stats["frames_done"] += 1
         self.stats["frames_dropped"] += result.dropped_since_last
         per_stream = self.stats["streams"].setdefault(result.stream, {"frames": 0, "dropped": 0})

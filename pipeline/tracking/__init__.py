@@ -7,6 +7,6 @@ reference path call :class:`RunTracking` on frames in order, so both give the sa
 
 from pipeline.tracking.association import Crop
 from pipeline.tracking.streams import FrameClock, RunTracking
-from pipeline.tracking.tracker import Detections, StreamTracker, TrackerParams
+from pipeline.tracking.tracker import Assignment, Detections, StreamTracker, TrackerParams
 
-__all__ = ["Crop", "Detections", "FrameClock", "RunTracking", "StreamTracker", "TrackerParams"]
+__all__ = ["Assignment", "Crop", "Detections", "FrameClock", "RunTracking", "StreamTracker", "TrackerParams"]

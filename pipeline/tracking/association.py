@@ -7,7 +7,8 @@ Similarity of a track and a detection is a weighted mean of two IoUs:
   detection's mask. Masks are box-local crops, so the intersection is counted on the
   overlap of the two crop rectangles only: the cost grows with the overlap, not the frame.
 
-Pairs of different classes, or below the stage's minimum similarity, cannot match. The
+Classes play no part (the tracker votes a track's class); pairs below the stage's minimum
+similarity cannot match. The
 assignment maximises the total similarity (Hungarian method, ``scipy``).
 """
 
@@ -74,24 +75,19 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def similarity_matrix(
     track_boxes: np.ndarray,
     track_crops: Sequence[Crop | None],
-    track_labels: np.ndarray,
     det_boxes: np.ndarray,
     det_crops: Sequence[Crop | None],
-    det_labels: np.ndarray,
     mask_weight: float,
 ) -> np.ndarray:
-    """[T, D] similarity in [0, 1]; -1 where the classes differ. ``track_crops`` are the
-    tracks' masks already moved to their predicted place; a missing mask on either side
-    leaves that pair to box IoU alone."""
+    """[T, D] similarity in [0, 1]. ``track_crops`` are the tracks' masks already moved to
+    their predicted place; a missing mask on either side leaves that pair to box IoU."""
     sim = box_iou_matrix(track_boxes, det_boxes)
-    same_class = np.asarray(track_labels)[:, None] == np.asarray(det_labels)[None, :]
     if mask_weight > 0:
-        # only pairs whose boxes touch can have mask overlap; the rest keep weight on 0
-        for t, d in zip(*np.nonzero((sim > 0) & same_class), strict=True):
+        # only pairs whose boxes touch can have mask overlap; the rest stay at 0
+        for t, d in zip(*np.nonzero(sim > 0), strict=True):
             tc, dc = track_crops[t], det_crops[d]
             if tc is not None and dc is not None:
                 sim[t, d] = mask_weight * crop_iou(tc, dc) + (1.0 - mask_weight) * sim[t, d]
-    sim[~same_class] = -1.0
     return sim
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from pipeline.tracking.tracker import Detections, StreamTracker, TrackerParams
+from pipeline.tracking.tracker import Assignment, Detections, StreamTracker, TrackerParams
 
 __all__ = ["FrameClock", "RunTracking"]
 
@@ -65,8 +65,8 @@ class RunTracking:
     clocks: dict[str, FrameClock] = field(default_factory=dict)
 
     def track(self, stream: str, seq: int, pts: int | None, time_base: Fraction | None, capture_ns: int,
-              fps: float | None, frame_size: tuple[int, int], detections: Detections) -> list[int | None]:
-        """Track ids for one frame's detections (None: not part of a confirmed track)."""
+              fps: float | None, frame_size: tuple[int, int], detections: Detections) -> Assignment:
+        """Track ids and reported classes for one frame's detections."""
         tracker = self.trackers.get(stream)
         if tracker is None:
             tracker = self.trackers[stream] = StreamTracker(self.params, frame_size)
