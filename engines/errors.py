@@ -11,3 +11,9 @@ class SegstreamError(Exception):
 
 class ModelError(SegstreamError):
     """Unknown model, unreadable weights, or a backend that cannot run here."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``"<Type>: <first line>"`` of an exception, for wrapping it into a one-line message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -31,16 +31,17 @@ The manifest records the model, its weights (tag, source and a SHA-256 of the st
 dict, which the ONNX Runtime backend's cache compares), opset, library versions, every
 graph's inputs and outputs with their dims, class names, input size / mean / std and the
 task. ``load_manifest`` reads and checks one.
+
+This module runs an export as a whole (into a fresh directory that replaces the old one
+atomically, or reused from the cache) and is its command line; the graphs themselves are
+exported by ``engines.onnx_graphs``, the manifest is ``engines.export_manifest`` and the
+digests ``engines.hashing``. Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import datetime as _dt
-import hashlib
-import io
 import json
 import logging
 import os
@@ -48,24 +49,32 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from engines.errors import ModelError
-from engines.registry import get_model_entry
-from engines.split import (
-    BoxHead,
-    DenseHead,
-    MaskHead,
-    SemanticHead,
-    feature_names_of,
-    is_mask_rcnn,
+from engines.export_manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    load_manifest,
+    make_manifest,
 )
+from engines.export_manifest import stale_reason as _stale_reason
+from engines.hashing import file_sha256, state_dict_sha256
+from engines.onnx_graphs import (
+    DEFAULT_OPSET,
+    MAX_OPSET,
+    MIN_OPSET,
+    export_job,
+    fold_frozen_batchnorm,
+    graph_files,
+    split_graph_jobs,
+)
+from engines.registry import get_model_entry
 from engines.weights import DEFAULT_SEED, LoadedWeights, build_model, resolve_weights
 
 __all__ = [
@@ -86,207 +95,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "segstream-onnx-export"
-MANIFEST_VERSION = 1
-DEFAULT_OPSET = 17
-MIN_OPSET = 13
-#: The opset torch's ONNX function library implements; lower ones are converted down.
-_NATIVE_OPSET = 18
-
-# Bounds torch.export reasons with (not baked into the graphs: ONNX dims stay symbolic).
-_MAX_BATCH = 1024
-_MAX_SIDE = 8192
-_MAX_ROIS = 1 << 20
-# Example inputs for tracing: small, and > 1 along every dynamic axis.
-_EXAMPLE_BATCH, _EXAMPLE_H, _EXAMPLE_W = 2, 128, 160
-_EXAMPLE_ROIS = 3
-
 ProgressFn = Callable[[str], None]
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def state_dict_sha256(model: nn.Module) -> str:
-    """Hex SHA-256 over a model's state dict (names, dtypes, shapes, bytes), in key order.
-
-    Identifies the exact weights an export was made from, whatever their source
-    (checkpoint, torchvision, seeded random init).
-    """
-    digest = hashlib.sha256()
-    for key, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def fold_frozen_batchnorm(model: nn.Module) -> int:
-    """Fold every ``FrozenBatchNorm2d`` that directly follows a ``Conv2d`` into that conv.
-
-    Recognised pairs: sibling attributes ``convN`` / ``bnN`` (ResNet blocks and stem) and
-    consecutive entries of an ``nn.Sequential`` (``downsample``). The norm is replaced by
-    ``nn.Identity``; the conv gets a bias if it had none. Works in place; returns the
-    number of folded pairs. Results equal the unfolded model up to float rounding.
-    """
-    from torchvision.ops.misc import FrozenBatchNorm2d
-
-    def fold(conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> None:
-        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
-        shift = bn.bias - bn.running_mean * scale
-        with torch.no_grad():
-            conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-            if conv.bias is None:
-                conv.bias = nn.Parameter(shift.clone(), requires_grad=False)
-            else:
-                conv.bias.mul_(scale).add_(shift)
-
-    count = 0
-    for module in list(model.modules()):
-        if isinstance(module, nn.Sequential):
-            children = list(module._modules.items())
-            for (_, a), (bname, b) in zip(children, children[1:], strict=False):
-                if isinstance(a, nn.Conv2d) and isinstance(b, FrozenBatchNorm2d):
-                    fold(a, b)
-                    module._modules[bname] = nn.Identity()
-                    count += 1
-            continue
-        for name, child in list(module._modules.items()):
-            if not (name.startswith("bn") and isinstance(child, FrozenBatchNorm2d)):
-                continue
-            conv = module._modules.get("conv" + name[2:])
-            if isinstance(conv, nn.Conv2d):
-                fold(conv, child)
-                setattr(module, name, nn.Identity())
-                count += 1
-    return count
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's own chatter (its progress prints, warnings, INFO logs)."""
-    names = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "torch.__trace",
-             "onnx_ir", "onnxscript")  # fmt: skip
-    noisy = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in noisy]
-    for lg in noisy:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(noisy, levels, strict=True):
-            lg.setLevel(level)
-
-
-def _dims(value_info: Any) -> list[int | str]:
-    return [
-        d.dim_param if d.dim_param else int(d.dim_value)
-        for d in value_info.type.tensor_type.shape.dim
-    ]
-
-
-def _tensor_specs(values: Any) -> list[dict[str, Any]]:
-    import onnx
-
-    return [
-        {
-            "name": v.name,
-            "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-            "shape": _dims(v),
-        }
-        for v in values
-    ]
-
-
-def _export_graph(
-    module: nn.Module,
-    example: torch.Tensor,
-    path: Path,
-    *,
-    input_name: str,
-    dynamic: dict[int, Any],
-    output_names: list[str],
-    opset: int,
-) -> dict[str, Any]:
-    """Export one module to ``path``, check it, and describe its I/O."""
-    import onnx
-
-    with _quiet_exporter(), torch.no_grad():
-        program = torch.onnx.export(
-            module,
-            (example,),
-            None,
-            input_names=[input_name],
-            output_names=output_names,
-            opset_version=opset,
-            dynamo=True,
-            dynamic_shapes={input_name: dynamic},
-            external_data=False,
-            verbose=False,
-        )
-        if program is None:  # pragma: no cover - dynamo=True always returns a program
-            raise ModelError(f"ONNX export of {path.name} returned nothing")
-        program.save(str(path), external_data=False)
-    proto = onnx.load(str(path))
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ModelError(f"exported {path.name} is not valid ONNX: {exc}") from exc
-    got = {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")}
-    if len(got) != 1:
-        raise ModelError(f"{path.name} imports several ONNX opsets: {sorted(got)}")
-    actual = got.pop()
-    if actual != opset:
-        if not opset < actual <= _NATIVE_OPSET:
-            raise ModelError(f"{path.name} was exported at opset {actual}, not {opset}")
-        log.warning(
-            "%s: ONNX's version converter could not lower the graph to opset %d; "
-            "it stays at opset %d", path.name, opset, actual,
-        )  # fmt: skip
-    return {
-        "file": path.name,
-        "opset": actual,
-        "sha256": file_sha256(path),
-        "inputs": _tensor_specs(proto.graph.input),
-        "outputs": _tensor_specs(proto.graph.output),
-        "nodes": len(proto.graph.node),
-    }
-
-
-def _image_dims() -> dict[int, Any]:
-    d = torch.export.Dim
-    return {
-        0: d("batch", min=1, max=_MAX_BATCH),
-        2: d("height", min=32, max=_MAX_SIDE),
-        3: d("width", min=32, max=_MAX_SIDE),
-    }
-
-
-def _roi_dims() -> dict[int, Any]:
-    return {0: torch.export.Dim("num_rois", min=1, max=_MAX_ROIS)}
-
-
-# --------------------------------------------------------------------------- export
-
-
-def graph_files(task: str) -> tuple[str, ...]:
-    """The ONNX files an export of a model of ``task`` contains."""
-    if task == "instance":
-        return ("dense.onnx", "box_head.onnx", "mask_head.onnx")
-    return ("semantic.onnx",)
 
 
 def export_loaded(
@@ -310,8 +119,11 @@ def export_loaded(
     """
     from engines.backends.torch_backend import build_spec
 
-    if not MIN_OPSET <= int(opset) <= 23:
-        raise ModelError(f"unsupported ONNX opset {opset} (use {MIN_OPSET}..23; default 17)")
+    if not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise ModelError(
+            f"unsupported ONNX opset {opset} (use {MIN_OPSET}..{MAX_OPSET}; "
+            f"default {DEFAULT_OPSET})"
+        )
     entry = get_model_entry(loaded.model_name)
     say: ProgressFn = progress or (lambda _msg: None)
     source_model = model if model is not None else build_model(loaded)
@@ -323,97 +135,14 @@ def export_loaded(
         log.debug("folded %d FrozenBatchNorm2d layers into convolutions", folded)
 
     out = Path(out_dir).expanduser()
+    tmp = _staging_dir(out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary directory
-    except OSError as exc:
-        raise ModelError(f"cannot write the ONNX export to {out}: {exc}") from exc
-    graphs: dict[str, dict[str, Any]] = {}
-    feature_names: list[str] = []
-    try:
-        if entry.task == "instance":
-            if not is_mask_rcnn(net):
-                raise ModelError(f"{entry.name} is not a Mask R-CNN style model")
-            feature_names = list(feature_names_of(net))
-            dense = DenseHead(net, feature_names).eval()
-            channels = int(getattr(net.backbone, "out_channels", 256))
-            box_side = _pool_side(net.roi_heads.box_roi_pool, 7)
-            mask_side = _pool_side(net.roi_heads.mask_roi_pool, 14)
-            jobs = [
-                ("dense", "dense.onnx", "backbone + FPN + RPN head", dense,
-                 torch.randn(_EXAMPLE_BATCH, 3, _EXAMPLE_H, _EXAMPLE_W), "images",
-                 _image_dims(), dense.output_names()),
-                ("box_head", "box_head.onnx", "box head + predictor", BoxHead(net).eval(),
-                 torch.randn(_EXAMPLE_ROIS, channels, box_side, box_side), "rois",
-                 _roi_dims(), ["class_logits", "box_regression"]),
-                ("mask_head", "mask_head.onnx", "mask head + predictor", MaskHead(net).eval(),
-                 torch.randn(_EXAMPLE_ROIS, channels, mask_side, mask_side), "rois",
-                 _roi_dims(), ["mask_logits"]),
-            ]  # fmt: skip
-        else:
-            head = SemanticHead(net, argmax=argmax).eval()
-            what = "semantic model" + (" + argmax (uint8 class map)" if argmax else " (logits)")
-            jobs = [
-                ("semantic", "semantic.onnx", what, head,
-                 torch.randn(_EXAMPLE_BATCH, 3, _EXAMPLE_H, _EXAMPLE_W), "images",
-                 _image_dims(), ["class_map" if argmax else "logits"]),
-            ]  # fmt: skip
-        for key, filename, what, module, example, in_name, dyn, out_names in jobs:
-            started = time.perf_counter()
-            say(f"export: {filename} ({what}) ...")
-            try:
-                info = _export_graph(
-                    module, example, tmp / filename, input_name=in_name, dynamic=dyn,
-                    output_names=out_names, opset=int(opset),
-                )  # fmt: skip
-            except ModelError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - exporter failures vary widely
-                raise ModelError(
-                    f"ONNX export of {entry.name} {filename} failed: {type(exc).__name__}: "
-                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                ) from exc
-            graphs[key] = info
-            size_mb = (tmp / filename).stat().st_size / 1e6
-            say(
-                f"export: {filename} done in {time.perf_counter() - started:.1f} s "
-                f"({info['nodes']} nodes, {size_mb:.1f} MB)"
-            )
-
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "model": entry.name,
-            "task": entry.task,
-            "model_id": loaded.model_id,
-            "weights": {
-                "tag": loaded.tag,
-                "source": loaded.source,
-                "sha256": weights_sha,
-                "untrained": loaded.untrained,
-                "seed": loaded.seed,
-                "meta": {k: v for k, v in loaded.meta.items() if _jsonable(v)},
-            },
-            "num_classes": loaded.num_classes,
-            "class_names": list(loaded.class_names),
-            "argmax": bool(argmax) if entry.task == "semantic" else False,
-            "feature_names": feature_names,
-            "input": {
-                "min_size": spec.min_size,
-                "max_size": spec.max_size,
-                "size_divisible": spec.size_divisible,
-                "image_mean": list(spec.image_mean),
-                "image_std": list(spec.image_std),
-            },
-            "opset": max(int(g["opset"]) for g in graphs.values()),
-            "requested_opset": int(opset),
-            "exporter": "torch.onnx.export(dynamo=True)",
-            "folded_frozen_batchnorm": folded,
-            "versions": _versions(),
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "graphs": graphs,
-        }
+        jobs, feature_names = split_graph_jobs(entry.name, entry.task, net, argmax)
+        graphs = {job.key: export_job(job, tmp, int(opset), entry.name, say) for job in jobs}
+        manifest = make_manifest(
+            entry, loaded, weights_sha=weights_sha, spec=spec, argmax=argmax,
+            feature_names=feature_names, graphs=graphs, opset=int(opset), folded=folded,
+        )  # fmt: skip
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _replace_dir(tmp, out)
     except OSError as exc:
@@ -492,6 +221,7 @@ def ensure_export(
             log.debug("reusing ONNX export %s", directory)
             return directory, manifest
         log.info("exporting %s to ONNX in %s (%s)", loaded.model_id, directory, reason)
+        # export_loaded is looked up in this module's namespace at call time: tests stub it
         manifest = export_loaded(
             loaded, directory, model=model, opset=opset, argmax=argmax, progress=progress,
             weights_sha256=weights_sha,
@@ -499,75 +229,15 @@ def ensure_export(
         return directory, manifest
 
 
-def _stale_reason(
-    manifest: dict[str, Any], model_name: str, weights_sha: str, opset: int, argmax: bool
-) -> str | None:
-    """Why an existing export cannot be reused (None: it can)."""
-    if manifest.get("model") != model_name:
-        return f"it is an export of {manifest.get('model')}"
-    if (manifest.get("weights") or {}).get("sha256") != weights_sha:
-        return "the weights changed"
-    if manifest.get("requested_opset", manifest.get("opset")) != opset:
-        return f"it was made for opset {manifest.get('requested_opset')}, not {opset}"
-    if bool(manifest.get("argmax")) != argmax:
-        return "its argmax setting differs"
-    return None
-
-
-def load_manifest(export_dir: str | os.PathLike[str], *, verify_files: bool = False) -> dict:
-    """Read and check ``manifest.json`` of an export directory.
-
-    Raises ``ModelError`` if it is missing, unreadable, of another format or version, or
-    names graph files that are not there (with ``verify_files``: whose SHA-256 differs).
-    """
-    directory = Path(export_dir).expanduser()
-    path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise ModelError(f"{directory} is not an ONNX export: {MANIFEST_NAME} is missing")
+def _staging_dir(out: Path) -> Path:
+    """A fresh directory next to ``out``, to be renamed over it once the export is complete."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ModelError(f"{path} is not a segstream ONNX export manifest")
-    if manifest.get("version") != MANIFEST_VERSION:
-        raise ModelError(
-            f"{path}: unsupported export manifest version {manifest.get('version')!r} "
-            f"(this build reads version {MANIFEST_VERSION}; export again)"
-        )
-    for key in ("model", "task", "graphs", "class_names", "input"):
-        if key not in manifest:
-            raise ModelError(f"{path} lacks '{key}'")
-    for name in graph_files(manifest["task"]):
-        stem = name[: -len(".onnx")]
-        info = manifest["graphs"].get(stem)
-        file = directory / name
-        if info is None or not file.is_file():
-            raise ModelError(f"ONNX export {directory} is incomplete: {name} is missing")
-        if verify_files and file_sha256(file) != info.get("sha256"):
-            raise ModelError(f"{file} does not match its manifest (changed after export?)")
-    return manifest
-
-
-def _pool_side(pool: nn.Module, default: int) -> int:
-    size = getattr(pool, "output_size", default)
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
-
-
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _versions() -> dict[str, str]:
-    import onnx
-    import torchvision
-
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
-            "onnx": onnx.__version__}  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary directory
+    except OSError as exc:
+        raise ModelError(f"cannot write the ONNX export to {out}: {exc}") from exc
+    return tmp
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

@@ -157,53 +157,50 @@ _MASKRCNN_INPUT = InputDefaults(min_size=800, max_size=1333, size_divisible=32)
 _SEMANTIC_INPUT = InputDefaults(min_size=520, max_size=2048, size_divisible=1)
 
 
+def _torchvision_entry(
+    name: str, task: Task, classes: Literal["coco", "voc"], description: str
+) -> ModelEntry:
+    """A torchvision model: ``torchvision_models.build_<name>``, its standard weights by default."""
+    inputs = _MASKRCNN_INPUT if task == "instance" else _SEMANTIC_INPUT
+    return ModelEntry(
+        name, task, "torchvision", description, _tv(f"build_{name}"), _fixed(inputs), classes,
+        "DEFAULT",
+    )  # fmt: skip
+
+
+def _demo_entry(name: str, task: Task, inputs_const: str, description: str) -> ModelEntry:
+    """A demo model: ``engines.models.demo.build_<name>``, sizes from its ``inputs_const``."""
+    return ModelEntry(
+        name, task, "demo", description, _demo_builder(f"build_{name}"),
+        _demo_inputs(inputs_const, 32), "synthetic", "demo",
+    )  # fmt: skip
+
+
+# The servable models, in registry order (``list_models``); one row each, built below.
+_TORCHVISION_MODELS: tuple[tuple[str, Task, Literal["coco", "voc"], str], ...] = (
+    # name, task, where its class names come from, description
+    ("maskrcnn_resnet50_fpn", "instance", "coco", "Mask R-CNN ResNet-50 FPN (torchvision, COCO)"),
+    ("maskrcnn_resnet50_fpn_v2", "instance", "coco",
+     "Mask R-CNN ResNet-50 FPN v2 (torchvision, COCO)"),
+    ("fcn_resnet50", "semantic", "voc", "FCN ResNet-50 (torchvision, VOC classes)"),
+    ("fcn_resnet101", "semantic", "voc", "FCN ResNet-101 (torchvision, VOC classes)"),
+    ("deeplabv3_resnet50", "semantic", "voc", "DeepLabV3 ResNet-50 (torchvision, VOC classes)"),
+    ("deeplabv3_resnet101", "semantic", "voc", "DeepLabV3 ResNet-101 (torchvision, VOC classes)"),
+    ("lraspp_mobilenet_v3_large", "semantic", "voc",
+     "LR-ASPP MobileNetV3-Large (torchvision, VOC classes)"),
+)  # fmt: skip
+_DEMO_MODELS: tuple[tuple[str, Task, str, str], ...] = (
+    # name, task, its input constant in engines.models.demo, description
+    ("maskrcnn_demo", "instance", "MASKRCNN_DEMO_INPUT",
+     "small Mask R-CNN trained on the synthetic scenes"),
+    ("fcn_demo", "semantic", "FCN_DEMO_INPUT", "small FCN trained on the synthetic scenes"),
+)  # fmt: skip
+
+
 @cache
 def _entries() -> dict[str, ModelEntry]:
-    entries = [
-        ModelEntry(
-            "maskrcnn_resnet50_fpn", "instance", "torchvision",
-            "Mask R-CNN ResNet-50 FPN (torchvision, COCO)",
-            _tv("build_maskrcnn_resnet50_fpn"), _fixed(_MASKRCNN_INPUT), "coco", "DEFAULT",
-        ),
-        ModelEntry(
-            "maskrcnn_resnet50_fpn_v2", "instance", "torchvision",
-            "Mask R-CNN ResNet-50 FPN v2 (torchvision, COCO)",
-            _tv("build_maskrcnn_resnet50_fpn_v2"), _fixed(_MASKRCNN_INPUT), "coco", "DEFAULT",
-        ),
-        ModelEntry(
-            "fcn_resnet50", "semantic", "torchvision", "FCN ResNet-50 (torchvision, VOC classes)",
-            _tv("build_fcn_resnet50"), _fixed(_SEMANTIC_INPUT), "voc", "DEFAULT",
-        ),
-        ModelEntry(
-            "fcn_resnet101", "semantic", "torchvision", "FCN ResNet-101 (torchvision, VOC classes)",
-            _tv("build_fcn_resnet101"), _fixed(_SEMANTIC_INPUT), "voc", "DEFAULT",
-        ),
-        ModelEntry(
-            "deeplabv3_resnet50", "semantic", "torchvision",
-            "DeepLabV3 ResNet-50 (torchvision, VOC classes)",
-            _tv("build_deeplabv3_resnet50"), _fixed(_SEMANTIC_INPUT), "voc", "DEFAULT",
-        ),
-        ModelEntry(
-            "deeplabv3_resnet101", "semantic", "torchvision",
-            "DeepLabV3 ResNet-101 (torchvision, VOC classes)",
-            _tv("build_deeplabv3_resnet101"), _fixed(_SEMANTIC_INPUT), "voc", "DEFAULT",
-        ),
-        ModelEntry(
-            "lraspp_mobilenet_v3_large", "semantic", "torchvision",
-            "LR-ASPP MobileNetV3-Large (torchvision, VOC classes)",
-            _tv("build_lraspp_mobilenet_v3_large"), _fixed(_SEMANTIC_INPUT), "voc", "DEFAULT",
-        ),
-        ModelEntry(
-            "maskrcnn_demo", "instance", "demo", "small Mask R-CNN trained on the synthetic scenes",
-            _demo_builder("build_maskrcnn_demo"), _demo_inputs("MASKRCNN_DEMO_INPUT", 32),
-            "synthetic", "demo",
-        ),
-        ModelEntry(
-            "fcn_demo", "semantic", "demo", "small FCN trained on the synthetic scenes",
-            _demo_builder("build_fcn_demo"), _demo_inputs("FCN_DEMO_INPUT", 32),
-            "synthetic", "demo",
-        ),
-    ]  # fmt: skip
+    entries = [_torchvision_entry(*row) for row in _TORCHVISION_MODELS]
+    entries += [_demo_entry(*row) for row in _DEMO_MODELS]
     return {e.name: e for e in entries}
 
 
