@@ -60,3 +60,32 @@ def test_too_small_ring_is_refused_with_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"transport.ring_slots: 4 is too few .* needs at least 10"):
         Supervisor(config).run()
     assert not leftovers()
+
+
+def test_each_stream_has_its_own_track_ids(tmp_path):
+    """Two streams of the same scene: each counts its ids from 1, so both get the same ids
+    frame for frame (a shared counter would give the second stream other numbers)."""
+    from pipeline.sources import open_source
+
+    source = open_source("synthetic://?seed=5001&size=320x240&fps=30&frames=16&kind=tracking")
+    frames = [f.image for f in source.frames()]
+    source.close()
+    video = tmp_path / "scene.mp4"
+    with av.open(str(video), "w") as container:  # lossless: both streams decode the same pixels
+        stream = container.add_stream("ffv1", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "bgr0"
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    config = small_config([str(video), str(video)], tmp_path, model={"weights": "demo", "score_threshold": 0.5,
+                                                                     "min_size": 240, "max_size": 320})
+    Supervisor(config).run()
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    ids = {sid: [[(i["track_id"], i["class_id"]) for i in sorted(r["instances"], key=lambda i: i["box"])]
+                 for r in sorted((r for r in records if r["stream"] == sid), key=lambda r: r["seq"])]
+           for sid in ("0", "1")}
+    assert len(ids["0"]) == len(ids["1"]) == len(frames)
+    assert ids["0"] == ids["1"]
+    first = {tid for tid, _ in ids["0"][0]} - {None}  # None: a duplicate or weak detection
+    assert first == set(range(1, len(first) + 1)) and len(first) >= 2  # per stream, from 1
+    assert not leftovers()

@@ -104,10 +104,11 @@ class _Track:
             return self.box
         return self.box + self.velocity * (t - self.seen_t)
 
-    def predicted_crop(self, t: float) -> Crop | None:
+    def predicted_crop(self, predicted_box: np.ndarray) -> Crop | None:
+        """The last mask moved as the box is predicted to move (``predicted_box``)."""
         if self.crop is None:
             return None
-        shift = self.predicted_box(t)[:2] - self.box[:2]
+        shift = predicted_box[:2] - self.box[:2]
         return self.crop.moved(int(round(shift[0])), int(round(shift[1])))
 
     def update(self, t: float, box: np.ndarray, crop: Crop | None, label: int, score: float) -> None:
@@ -187,9 +188,10 @@ class StreamTracker:
         record them in ``owner``. Returns (unmatched detection indices, unmatched tracks)."""
         if not tracks or not dets:
             return dets, tracks
+        predicted = [tr.predicted_box(t) for tr in tracks]
         sim = similarity_matrix(
-            np.stack([tr.predicted_box(t) for tr in tracks]),
-            [tr.predicted_crop(t) for tr in tracks],
+            np.stack(predicted),
+            [tr.predicted_crop(box) for tr, box in zip(tracks, predicted, strict=True)],
             boxes[dets],
             [detections.crops[i] for i in dets],
             self.params.mask_weight,
@@ -293,12 +295,22 @@ def _not_duplicates(boxes: np.ndarray, scores: np.ndarray, crops: list[Crop | No
     if n < 2 or max_iou >= 1.0:
         return list(range(n))
     box_iou = box_iou_matrix(boxes, boxes)
+    # mask IoU <= box intersection / the larger mask: pairs below max_iou by that bound
+    # cannot be duplicates, and most pairs of a frame are ruled out without their masks
+    x0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    y0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    y1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    areas = np.array([c.area if c is not None else np.inf for c in crops], dtype=np.float64)
+    possible = inter > max_iou * np.maximum(areas[:, None], areas[None, :])
+    possible |= ~np.isfinite(areas)[:, None] | ~np.isfinite(areas)[None, :]
     order = sorted(range(n), key=lambda i: (-scores[i], i))
     kept: list[int] = []
     for i in order:
         duplicate = False
         for j in kept:
-            if box_iou[i, j] <= 0:
+            if box_iou[i, j] <= 0 or not possible[i, j]:
                 continue
             both = crops[i] is not None and crops[j] is not None
             if (crop_iou(crops[i], crops[j]) if both else box_iou[i, j]) > max_iou:
