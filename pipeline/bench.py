@@ -66,8 +66,11 @@ def resolve_backend(config: PipelineConfig) -> PipelineConfig:
 def bench_sequential(config: PipelineConfig, out_dir: Path) -> float:
     """(a) FPS of the plain single-process loop, overlay video included when configured."""
     from pipeline.ops.overlay import class_palette
+    from pipeline.ops.track_overlay import draw_tracked
     from pipeline.postprocess import draw_result
+    from pipeline.reference import track_frame
     from pipeline.sinks.video_writer import VideoWriter
+    from pipeline.tracking import RunTracking
 
     backend = open_backend(config.model, threads=usable_cores())  # a plain loop: every core to the model
     source = open_source(config.source.uris[0])
@@ -82,16 +85,28 @@ def bench_sequential(config: PipelineConfig, out_dir: Path) -> float:
                              options={k: str(v) for k, v in config.output.encoder_options.items()})
     params = params_from_config(config)
     list(segment_frames(backend, iter(frames[:1]), params))  # warm-up, not timed
+    # the loop does what the pipeline does: track (and draw tracks) when the config tracks
+    tracking = None
+    if config.tracking.enabled and backend.spec.task == "instance":
+        tracking = RunTracking(config.tracking.params())
+    fps = None if info.fps is None else float(info.fps)
     # decoding is part of the loop: re-open the source and time everything from here
     source = open_source(config.source.uris[0])
     start, count = time.perf_counter(), 0
     for frame, result, details in segment_frames(
         backend, islice(source.frames(), config.source.max_frames or 60), params, batch_size=1
     ):
+        if tracking is not None and details is not None:
+            track_frame(tracking, frame, result, details, fps)
         if writer is not None:
             image = frame.image.copy()
-            draw_result(image, details, result.class_map, backend.spec.class_names, config.output.overlay_alpha,
-                        palette)
+            if tracking is not None and details is not None:
+                draw_tracked(image, [(c.x0, c.y0, c.mask) for c in details.crops], details.boxes,
+                             [i.class_id for i in result.instances], [i.track_id for i in result.instances],
+                             backend.spec.class_names, config.output.overlay_alpha)
+            else:
+                draw_result(image, details, result.class_map, backend.spec.class_names,
+                            config.output.overlay_alpha, palette)
             writer.write(image, frame.pts)
         count += 1
     if writer is not None:
@@ -154,6 +169,7 @@ def measure(config: PipelineConfig, label: str, skip: set[str], cost_frames: int
     case: dict = {"label": label, "source": config.source.uris[0], "model": config.model.name,
                   "weights": config.model.weights, "backend": config.model.backend, "device": config.model.device,
                   "batch_size": config.batching.batch_size, "frames": config.source.max_frames,
+                  "tracking": config.tracking.enabled,
                   "video": bool(config.output.video), "live": config.source.realtime}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

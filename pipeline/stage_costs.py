@@ -46,6 +46,9 @@ from pipeline.reference import params_from_config  # noqa: E402
 from pipeline.resources import apply_budget, plan_resources, usable_cores  # noqa: E402
 from pipeline.results import FrameResult  # noqa: E402
 from pipeline.sources import open_source  # noqa: E402
+from pipeline.sources.base import Frame  # noqa: E402
+from pipeline.stage_messages import FrameHandle, PostprocessedFrame, PreparedFrame  # noqa: E402
+from pipeline.tracking import RunTracking  # noqa: E402
 
 
 @contextmanager
@@ -119,6 +122,8 @@ def measure_stage_costs(config: PipelineConfig, frames: int = 24, video: bool | 
 
     apply_budget(plan.budget("postprocess"))
     palette = class_palette(len(spec.class_names))
+    # with tracking, instances are drawn in publish (by track), as in the stages
+    tracking = RunTracking(config.tracking.params()) if config.tracking.enabled and spec.task == "instance" else None
     overlays, results = [], []
     for image, output, in_size in zip(images[1:], outputs, sizes, strict=True):
         with _cpu_clock(spent, "postprocess"):
@@ -126,14 +131,15 @@ def measure_stage_costs(config: PipelineConfig, frames: int = 24, video: bool | 
             if isinstance(output, InstanceOutput):
                 details = instances_from_output(output.boxes, output.scores, output.labels, output.mask_probs,
                                                 in_size, image.shape[:2], params)
-                if canvas is not None:
+                if canvas is not None and tracking is None:
                     draw_result(canvas, details, None, spec.class_names, config.output.overlay_alpha, palette)
-                results.append((details.instances, None))
+                packed = PostprocessedFrame.pack_crops(details.crops) if tracking is not None else None
+                results.append((details, None, packed))  # with tracking, the masks travel on packed
             else:
                 class_map = class_map_from_output(output.class_map, image.shape[:2])
                 if canvas is not None:
                     draw_result(canvas, None, class_map, spec.class_names, config.output.overlay_alpha, palette)
-                results.append(([], class_map))
+                results.append((None, class_map, None))
         overlays.append(canvas)
 
     budget = plan.budget("publish")
@@ -146,11 +152,14 @@ def measure_stage_costs(config: PipelineConfig, frames: int = 24, video: bool | 
                                  threads=budget.codec_threads,
                                  options={k: str(v) for k, v in config.output.encoder_options.items()})
         with _cpu_clock(spent, "publish"):
-            for seq, ((instances, class_map), overlay) in enumerate(zip(results, overlays, strict=True)):
+            for seq, ((details, class_map, packed), overlay) in enumerate(zip(results, overlays, strict=True)):
                 result = FrameResult(stream="0", seq=seq, width=info.width, height=info.height,
                                      model_id=spec.model_id, task=spec.task, class_names=list(spec.class_names),
                                      untrained=spec.untrained, pts=stamps[seq + 1], time_base=info.time_base,
-                                     capture_ns=0, instances=instances, class_map=class_map)
+                                     capture_ns=0, instances=details.instances if details else [],
+                                     class_map=class_map)
+                if tracking is not None and details is not None:
+                    _track_and_draw(tracking, result, details, packed, overlay, spec.class_names, config, info)
                 header, buffers = result.to_wire()
                 messages.encode_envelope("0", header, buffers)
                 if writer is not None:
@@ -170,6 +179,22 @@ def measure_stage_costs(config: PipelineConfig, frames: int = 24, video: bool | 
         "cpu_bound_fps": round(cores / (total / 1000), 2) if total else None,
         "resources": plan.to_dict(),
     }
+
+
+def _track_and_draw(tracking, result: FrameResult, details, packed, overlay, class_names, config, info) -> None:
+    """Publish's tracking work for one frame: unpack the masks, track, draw the tracks."""
+    from pipeline.ops.track_overlay import draw_tracked
+    from pipeline.reference import track_frame
+
+    rects, bits = packed
+    handle = FrameHandle("0", result.seq, 0, 1, result.height, result.width)
+    message_crops = PostprocessedFrame(PreparedFrame(handle), instances=[{}] * len(rects), crop_rects=rects,
+                                       crop_bits=bits).crops()
+    frame = Frame(np.zeros((0, 0, 3), np.uint8), result.seq, result.pts, result.time_base)
+    track_frame(tracking, frame, result, details, None if info.fps is None else float(info.fps))
+    if overlay is not None:
+        draw_tracked(overlay, message_crops, details.boxes, [i.class_id for i in result.instances],
+                     [i.track_id for i in result.instances], class_names, config.output.overlay_alpha)
 
 
 def format_costs(costs: dict) -> str:

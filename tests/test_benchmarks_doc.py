@@ -28,6 +28,7 @@ def test_the_default_case_is_the_shipped_default():
     assert case["source"] == default.source.uris[0]
     assert case["model"] == default.model.name and case["weights"] == default.model.weights
     assert case["batch_size"] == default.batching.batch_size
+    assert case.get("tracking", False) == default.tracking.enabled
     assert case["video"] is bool(default.output.video)
     assert case["costs"]["core_ms"]["infer"] > 0
     assert figures["command"].startswith("python -m pipeline.bench --suite full")
