@@ -104,7 +104,7 @@ def test_semantic_model_class_map_matches_reference(tmp_path):
 
 
 def test_subscriber_gets_every_frame_with_decoded_masks(tmp_path, h264_video):
-    config = small_config(h264_video, tmp_path)
+    config = small_config(h264_video, tmp_path, tracking={"high_score": 0.0})  # random weights: track all
     received = []
     subscriber = ResultSubscriber(config.output.publish)  # connects before the pipeline binds
     thread = threading.Thread(target=lambda: received.extend(subscriber.frames(count=7, timeout_s=120)))
@@ -116,10 +116,12 @@ def test_subscriber_gets_every_frame_with_decoded_masks(tmp_path, h264_video):
         subscriber.close()
     records = _records(tmp_path / "results.jsonl")
     assert [f.seq for f in received] == list(range(7))
+    assert any(i.track_id for f in received for i in f.instances)  # tracked ids arrive on the wire
     for frame, record in zip(received, records, strict=True):
         masks = frame.masks()
         assert masks.shape == (len(record["instances"]), 120, 160)
         assert [i.rle["counts"] for i in frame.instances] == [i["mask"]["counts"] for i in record["instances"]]
+        assert [i.track_id for i in frame.instances] == [i["track_id"] for i in record["instances"]]
         assert frame.header["model"].startswith("maskrcnn_demo@") and frame.header["untrained"] is True
 
 
@@ -137,6 +139,8 @@ def test_subscribe_cli_prints_json_lines(tmp_path, h264_video):
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["seq"] for line in lines] == list(range(7))
     assert all(line["schema"] == "segstream.frame" for line in lines)
+    assert lines[0]["version"] == {"major": 1, "minor": 3}
+    assert all("track_id" in inst and "mask" not in inst for line in lines for inst in line["instances"])
 
 
 def _free_port() -> int:
