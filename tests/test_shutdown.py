@@ -90,7 +90,9 @@ def test_signal_drains_in_flight_frames_and_cleans_up(tmp_path, long_video, sign
     assert not segments_of(proc.pid)
 
 
-@pytest.mark.parametrize("victim", ["infer", "capture", "publish"])
+# one victim: which stage dies changes nothing in how the run fails (the restart tests kill
+# each of the five; the restart policy's decisions are unit-tested in test_policies.py)
+@pytest.mark.parametrize("victim", ["publish"])
 def test_killed_stage_fails_the_run_naming_it_when_restarts_are_off(tmp_path, long_video, victim):
     proc, endpoint = _start(tmp_path, long_video, "--max-restarts", "0")
     _wait_first_result(endpoint, proc)
