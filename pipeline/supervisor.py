@@ -4,6 +4,11 @@ Start-up is two-phase: the infer stage starts first and reports the loaded model
 (class names, input sizes, model id); the other stages start with that spec in their plan.
 Every exit path (normal end, Ctrl-C/SIGTERM, a crashed or hung stage, bad input) ends in
 ``_cleanup``: no stage process, shared-memory segment or ipc socket outlives the run.
+
+The parts live in :mod:`pipeline.supervision`: the config checks, source probing and plan
+(``planning``), the stage processes (``processes``), the stages' typed stats
+(``stage_stats``) and the report built from them (``report``). This module keeps the run's
+lifecycle: start-up order, the event loop, restarts and shutdown.
 """
 
 from __future__ import annotations
@@ -17,30 +22,39 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from engines.registry import get_model_entry
-from pipeline.config import HOPS, PipelineConfig
-from pipeline.errors import ConfigError, PipelineError, StageError
-from pipeline.output_paths import check_output_paths
-from pipeline.plan import STAGES, RunPlan, source_info_to_dict
+from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError, StageError
+from pipeline.plan import STAGES, RunPlan
 from pipeline.planner import combined, decide
 from pipeline.policies.restart import RestartPolicy
 from pipeline.resources import ResourcePlan, plan_resources, usable_cores
-from pipeline.sinks.segmented_video import salvage_segments, stream_video_path
 from pipeline.sources.base import SourceInfo
 from pipeline.stage_messages import Control, ControlKind, EventKind
+from pipeline.supervision.planning import build_plan, check_before_start, probe_streams
+from pipeline.supervision.processes import (
+    LOG_DIR,
+    RUN_DIR_PREFIX,
+    StageState,
+    end_processes,
+    launch_stage,
+    remove_stale_run_dirs,
+    salvage_video,
+    stage_failure,
+)
+from pipeline.supervision.report import RunFacts, build_report
+from pipeline.supervision.stage_stats import RunStats
 from pipeline.transport import sockets
-from pipeline.transport.shm import FrameRing, pid_alive, remove_stale_segments, segment_name
+from pipeline.transport.shm import FrameRing, remove_stale_segments, segment_name
+
+__all__ = ["LOG_DIR", "RUN_DIR_PREFIX", "AbortedError", "StageState", "Supervisor", "remove_stale_run_dirs"]
 
 log = logging.getLogger("segstream")
 
-RUN_DIR_PREFIX = "segstream-run-"
-LOG_DIR = Path(tempfile.gettempdir()) / "segstream-logs"
 MODEL_LOAD_TIMEOUT_S = 300.0
 EXIT_GRACE_S = 30.0  # after the last "done", how long stages get to exit on their own
 
@@ -50,37 +64,6 @@ class AbortedError(PipelineError):
     frame was read (nothing to drain). Exits with 130 like a drained Ctrl-C."""
 
     exit_code = 130
-
-
-@dataclass
-class StageState:
-    name: str
-    process: subprocess.Popen | None = None
-    ready: bool = False
-    done: bool = False
-    stats: dict[str, Any] = field(default_factory=dict)
-    last_seen: float = field(default_factory=time.monotonic)
-    info: dict[str, Any] = field(default_factory=dict)
-    restarts: int = 0
-    restart_times: list[float] = field(default_factory=list)  # monotonic, within the window
-    replay_due: bool = False  # restarted: ask capture to replay once this process is ready
-    restart_at: float | None = None  # monotonic time a scheduled restart is due (backoff)
-
-
-def _receiver_of(sender: str) -> str:
-    return STAGES[STAGES.index(sender) + 1]
-
-
-def remove_stale_run_dirs() -> list[str]:
-    """Delete the run directories (sockets, logs, progress) of supervisors that are gone
-    (e.g. SIGKILLed: nothing of theirs could clean up)."""
-    removed = []
-    for path in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
-        pid = path.name.removeprefix(RUN_DIR_PREFIX).split("-")[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(str(path))
-    return removed
 
 
 class Supervisor:
@@ -114,108 +97,28 @@ class Supervisor:
 
     # -- planning ------------------------------------------------------------------------
     def _validate(self) -> SourceInfo:
-        out = self.config.output
-        endpoints = [out.publish] if out.publish else []
-        endpoints += [e for e in self.config.transport.hops.values() if e != "ipc"]
-        for endpoint in endpoints:
-            if not sockets.is_loopback_endpoint(endpoint) and not out.allow_remote:
-                raise ConfigError(
-                    f"endpoint '{endpoint}' is not a loopback address: set output.allow_remote "
-                    "(--allow-remote) to bind it"
-                )
-        for key, path in (("output.curve_secret_key", out.curve_secret_key),
-                          ("output.curve_authorized_dir", out.curve_authorized_dir)):
-            if path is not None and not Path(path).exists():
-                raise ConfigError(f"{key}: '{path}' does not exist")
-        check_output_paths(self.config)  # a bad path fails now, not once the model has loaded
-        get_model_entry(self.config.model.name)  # unknown model: fail before anything starts
-        self.stream_infos = []
-        for uri in self.config.source.uris:
-            source = self.config.source.open(uri)
-            try:
-                info = source.info()
-            finally:
-                source.close()
-            if self.config.source.realtime:
-                info.live = True
-            self.stream_infos.append(info)
+        """Fail on a config that cannot run, before anything starts; probe every stream."""
+        check_before_start(self.config)
+        self.stream_infos = probe_streams(self.config)
         return combined(self.stream_infos)
 
     def _plan(self, info: SourceInfo) -> RunPlan:
         decisions = decide(self.config, self.stream_infos, usable_cores())  # before anything exists
         self.resources = decisions.resources
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
-        endpoints = {
-            "events": f"ipc://{self.run_dir}/events.sock",
-            "control": f"ipc://{self.run_dir}/control.sock",
-            "release": f"ipc://{self.run_dir}/release.sock",
-            "admissions": f"ipc://{self.run_dir}/admissions.sock",  # bound by capture for live feeds
-        }
-        inline = []
-        for sender in HOPS:
-            receiver = _receiver_of(sender)
-            endpoint = self.config.transport.hops.get(sender, "ipc")
-            if endpoint == "ipc":
-                endpoint = f"ipc://{self.run_dir}/{receiver}.sock"
-            elif endpoint.startswith("tcp://"):
-                inline.append(sender)
-            endpoints[f"{receiver}_in"] = endpoint
-        slots = decisions.ring_slots
-        self.ring = FrameRing.create(
-            segment_name(self.run_id), slots, decisions.frame_bytes, decisions.input_bytes, decisions.overlay_bytes
-        )
-        return RunPlan(
-            run_id=self.run_id,
-            run_dir=str(self.run_dir),
-            config=self.config.model_dump(),
-            endpoints=endpoints,
-            inline_hops=inline,
-            ring_name=self.ring.name,
-            ring_slots=slots,
-            spec={},
-            source=source_info_to_dict(info),
-            streams=[
-                {"id": str(i), "uri": uri, "info": source_info_to_dict(stream_info)}
-                for i, (uri, stream_info) in enumerate(zip(self.config.source.uris, self.stream_infos, strict=True))
-            ],
-            resources=self.resources.to_dict(),
-            decisions={"batching": decisions.batching, "batch_size": decisions.batch_size,
-                       "commit_every": decisions.commit_every, "segment_frames": decisions.segment_frames,
-                       "delivery": decisions.delivery, "admissions": decisions.admissions},
-        )
+        self.ring = FrameRing.create(segment_name(self.run_id), decisions.ring_slots, decisions.frame_bytes,
+                                     decisions.input_bytes, decisions.overlay_bytes)
+        return build_plan(self.config, self.run_id, self.run_dir, self.ring.name, self.stream_infos, info,
+                          decisions)
 
     # -- processes -----------------------------------------------------------------------
     def _start(self, name: str, plan_path: Path) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        stderr = None if self.verbose else open(self.run_dir / f"{name}.log", "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "pipeline.stages", name, str(plan_path), str(os.getpid())]
-        # thread pools read their size and wait policy once, at load: set before the start
-        env = {**os.environ, **self.resources.budget(name).environment()}
-        self.stages[name].process = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, env=env
-        )
-        self.stages[name].last_seen = time.monotonic()
-        if stderr is not None:
-            stderr.close()
+        state = self.stages[name]
+        state.process = launch_stage(name, plan_path, self.run_dir, self.resources.budget(name), self.verbose)
+        state.last_seen = time.monotonic()
 
     def _failure(self, state: StageState) -> StageError:
-        error_file = self.run_dir / f"{state.name}.error"
-        code = state.process.poll() if state.process else None
-        if error_file.exists():
-            message = error_file.read_text().strip()
-        elif code is not None and code < 0:
-            message = f"crashed (killed by signal {signal.Signals(-code).name})"
-        else:
-            message = f"crashed (exit code {code})"
-        self._keep_log(state.name)
-        return StageError(f"stage '{state.name}' failed: {message}")
-
-    def _keep_log(self, name: str) -> None:
-        log_file = self.run_dir / f"{name}.log" if self.run_dir else None
-        if log_file and log_file.exists() and "Traceback" in log_file.read_text(errors="replace"):
-            kept = LOG_DIR / f"{self.run_id}-{name}.log"
-            shutil.copy(log_file, kept)
-            log.error("full log of stage '%s': %s", name, kept)
+        return stage_failure(state, self.run_dir, self.run_id)
 
     # -- event loop ----------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -344,7 +247,7 @@ class Supervisor:
             self._completed = True
             self._collect_final_stats(events)
             self._join_all()
-            return self._report(plan, info, time.monotonic() - started)
+            return self._report(plan, time.monotonic() - started)
         finally:
             if self._progress is not None:
                 self._progress.close()
@@ -384,83 +287,33 @@ class Supervisor:
                 log.warning("stage '%s' did not exit after finishing; terminating it", state.name)
 
     def _cleanup(self) -> None:
-        alive = [s.process for s in self.stages.values() if s.process is not None and s.process.poll() is None]
-        for proc in alive:
-            proc.terminate()
-        deadline = time.monotonic() + 3.0
-        for proc in alive:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        end_processes(state.process for state in self.stages.values())
         if self.ctx is not None:
             self.ctx.destroy(linger=0)
         if not self._completed and self.config.output.video and self._plan_path is not None:
-            self._salvage_video()  # only a run that got as far as starting stages wrote segments
+            salvage_video(self.config, self.run_id)  # only a run that got as far as starting stages wrote segments
         if self.ring is not None:
             self.ring.close()
             self.ring.unlink()
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def _salvage_video(self) -> None:
-        """A failed or aborted run: keep the overlay segments that were finished as a
-        playable video, and leave no segment files behind."""
-        uris = self.config.source.uris
-        for index in range(len(uris)):
-            path = stream_video_path(self.config.output.video, str(index), len(uris))
-            try:
-                kept = salvage_segments(path, self.run_id)
-            except Exception as err:  # noqa: BLE001 - already failing; report and go on
-                log.warning("could not keep the partial overlay video %s: %s", path, err)
-                continue
-            if kept:
-                log.warning("partial overlay video (%d finished segment(s)) kept in %s", kept, path)
-
     # -- report --------------------------------------------------------------------------
-    def _report(self, plan: RunPlan, info: SourceInfo, processing_s: float) -> dict[str, Any]:
-        stats = {name: state.stats for name, state in self.stages.items()}
-        wall_s = time.monotonic() - self._started
-        done = stats["publish"].get("frames_done", 0)
-        report = {
-            "run_id": self.run_id,
-            "source": self.config.source.uri,
-            "streams": stats["publish"].get("streams", {}),
-            "model": plan.spec.get("model_id"),
-            "backend": stats["infer"].get("backend"),
-            "backend_selection": self.stages["infer"].info.get("selection"),
-            "device": self.config.model.device,
-            "batch_size": self.config.batching.batch_size,
-            "frames_read": stats["capture"].get("frames_read", 0),
-            "frames_processed": stats["infer"].get("frames_processed", 0),
-            "frames_written": stats["publish"].get("frames_written", 0),
-            "frames_published": stats["publish"].get("frames_published", 0),
-            "frames_dropped": stats["capture"].get("frames_dropped", 0),
-            "decode_errors": stats["capture"].get("decode_errors", 0),
-            "reconnects": stats["capture"].get("reconnects", 0),
-            "offline_s": stats["capture"].get("offline_s", 0.0),
-            "status_events": stats["publish"].get("status_events", {}),
-            "batches": stats["infer"].get("batches", 0),
-            "batch_s_max": round(stats["infer"].get("batch_s_max", 0.0), 4),
-            "wall_s": round(wall_s, 3),
-            "startup_s": round(wall_s - processing_s, 3),
-            "processing_s": round(processing_s, 3),
-            "fps": round(done / processing_s, 3) if processing_s > 0 else 0.0,
-            "latency_ms": stats["publish"].get("latency_ms", {"p50": None, "p95": None, "p99": None}),
-            "stages": {
-                name: {
-                    "busy_s": round(s.get("busy_s", 0.0), 3),
-                    "busy_fraction": round(s.get("busy_s", 0.0) / processing_s, 3) if processing_s else 0.0,
-                    # CPU time of every thread of the stage while frames flowed, per frame
-                    "core_ms_per_frame": round(s.get("cpu_s", 0.0) / done * 1000, 2) if done else None,
-                    "threads": self.resources.budget(name).threads,
-                }
-                for name, s in stats.items()
-            },
-            "resources": self.resources.to_dict(),
-            "interrupted": self._draining,
-            "restarts": self.restart_log,
-            "duplicates_dropped": stats["publish"].get("duplicates_dropped", 0),
-        }
-        return report
+    def _report(self, plan: RunPlan, processing_s: float) -> dict[str, Any]:
+        """The report, from the stages' last ``done`` stats (typed: a missing or mistyped
+        field fails here, see :mod:`pipeline.supervision.stage_stats`)."""
+        stats = RunStats.parse({name: state.stats for name, state in self.stages.items()})
+        facts = RunFacts(
+            run_id=self.run_id,
+            source=self.config.source.uri,
+            model=plan.spec.get("model_id"),
+            backend_selection=self.stages["infer"].info.get("selection"),
+            device=self.config.model.device,
+            batch_size=self.config.batching.batch_size,
+            resources=self.resources,
+            wall_s=time.monotonic() - self._started,
+            processing_s=processing_s,
+            interrupted=self._draining,
+            restarts=self.restart_log,
+        )
+        return build_report(stats, facts)

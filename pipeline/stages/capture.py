@@ -1,16 +1,24 @@
-"""Capture stage: decode frames from the source into free ring slots, send handles downstream.
+"""Capture stage: decode frames from the sources into free ring slots, send handles downstream.
 
-Slot credits: the ring has a fixed number of slots; publish returns a slot when it has
-finished with it. For files and folders capture waits for a free slot (backpressure reaches
-the decoder): nothing is dropped or reordered. For live feeds a reader thread keeps only
-the newest frame, so the pipeline never falls behind the camera.
+One loop serves every run: it goes round the streams' feeds (:mod:`pipeline.stages.
+capture_feeds`; one file is the one-feed case) and sends a frame whenever the credits allow.
+What differs between runs comes from the plan's decisions, not from separate loops:
 
-Admission (live feeds): besides a free slot, a live frame needs room at the model's door.
-The infer stage reports each batch it takes (an ``Admission``, on its own channel
-``admissions``); capture keeps at most one batch waiting for the model, so every frame it
-sends is in the model's next batch and waits at most one inference time before its own. Without this gate a partial batch (closed by
-``max_wait_ms``) would leave more than a batch queued and the newest frame a whole extra
-inference behind.
+* **feeds**: fixed batching (one file or folder) reads in this thread, every frame in order,
+  one per free slot, so backpressure reaches the decoder and nothing is dropped or
+  reordered; timed batching (live feeds, several streams) reads each stream in a background
+  thread through its delivery policy (live: the newest frame wins, so the pipeline never
+  falls behind the camera; a file among several streams: ``block``, lossless). Several
+  streams are taken round-robin, so infer batches across them; one that ends or fails
+  publishes ``eos`` and the others go on.
+* **the gate** (``RunPlan.admissions()``): without admissions a frame needs a free slot.
+  With them (live feeds) it also needs room at the model's door: the infer stage reports
+  each batch it takes (an ``Admission``, on its own channel ``admissions``) and capture keeps
+  at most one batch waiting for the model, so every frame it sends is in the model's next
+  batch and waits at most one inference time before its own. Without this gate a partial
+  batch (closed by ``max_wait_ms``) would leave more than a batch queued and the newest
+  frame a whole extra inference behind. The policy is :class:`~pipeline.policies.
+  slot_credits.SlotCredits`.
 
 Replay: capture keeps the handle of every frame it sent until publish releases its slot.
 When the supervisor restarts a downstream stage it sends ``replay``: capture sends those
@@ -27,9 +35,9 @@ from collections import deque
 import zmq
 
 from pipeline.policies.slot_credits import SlotCredits
+from pipeline.sources.base import Frame
 from pipeline.sources.paced import PacedSource
 from pipeline.sources.reconnect import status_message
-from pipeline.sources.stream import LatestFrameReader
 from pipeline.stage_messages import (
     Admission,
     EndOfStream,
@@ -39,10 +47,21 @@ from pipeline.stage_messages import (
     Status,
 )
 from pipeline.stages.base import Stage, StopRequested
+from pipeline.stages.capture_feeds import (
+    Feed,
+    FileFeed,
+    QueuedFeed,
+    admission_interval_s,
+    feed_stats,
+    frame_handle,
+    resume_seq,
+    stream_deliveries,
+)
 from pipeline.stages.progress import read_progress
 from pipeline.transport import sockets
 
 LIVE_POLL_MS = 50
+IDLE_MS = 5  # several streams and none has a frame: wait this long before looking again
 
 
 class CaptureStage(Stage):
@@ -50,12 +69,12 @@ class CaptureStage(Stage):
 
     def setup(self) -> None:
         hwm = self.config.transport.queue_depth
-        # from the plan: asking a feed that is not online yet would wait for it here
-        self.live = bool(self.plan.source.get("live"))
+        # decided by the planner; asking a feed that is not online yet would wait for it here
+        self.admitting = self.plan.admissions()
         self.releases = sockets.pull(self.ctx, self.plan.endpoints["release"], hwm=1000, bind=True)
         # live feeds: infer reports the batches it takes (admission); files need no such gate
         self.admissions = None
-        if self.live:
+        if self.admitting:
             self.admissions = sockets.pull(self.ctx, self.plan.endpoints["admissions"], hwm=1000, bind=True)
         self.credit_poller = zmq.Poller()  # wakes on a release or an admission
         for sock in (self.releases, self.admissions):
@@ -68,44 +87,42 @@ class CaptureStage(Stage):
         self.sources = [src.open(uri, wait_for_online=True) for uri in src.uris]
         if src.realtime:
             self.sources = [PacedSource(source) for source in self.sources]
-        self.source = self.sources[0]
-        fps = self.plan.source.get("fps")
-        # live feeds: admission is timed by the feed's frame interval (see SlotCredits.taken)
-        interval = fps[1] / fps[0] if self.plan.admissions() and fps and fps[0] > 0 else None
-        self.credits = SlotCredits(self.plan.ring_slots, self.config.batching.batch_size, interval)
+        self.credits = SlotCredits(self.plan.ring_slots, self.config.batching.batch_size,
+                                   admission_interval_s(self.plan))
         # a restarted capture: every slot is ours again; handles still travelling are stale
         for slot in range(self.plan.ring_slots):
             self.ring.bump_generation(slot)
         self.eos: EndOfStream | None = None  # sent end-of-stream (sent again on replay)
-        self.resume = read_progress(self.plan.run_dir).get("streams", {})
-        self.seq = self._resume_seq(self.plan.stream_id, self.live)
-        self.stats.update(frames_read=0, frames_dropped=0, decode_errors=0, replays=0, resumed_at=self.seq)
+        progress = read_progress(self.plan.run_dir).get("streams", {})
+        # (stream id, delivery, seq to resume at) per stream, in the order of source.uris
+        self.streams = [(sid, delivery, resume_seq(progress, sid, delivery))
+                        for sid, delivery in stream_deliveries(self.plan, src.live_policy)]
+        self.several = len(self.streams) > 1  # one stream failing must not stop the others
+        self.stats.update(frames_read=0, frames_dropped=0, decode_errors=0, replays=0,
+                          resumed_at=self.streams[0][2])
 
-    def _resume_seq(self, stream: str, live: bool) -> int:
-        """Where a restarted capture carries on: files at the last frame publish committed
-        (the ones after it are decoded and sent again), live feeds after the last published."""
-        progress = self.resume.get(stream, {})
-        return int(progress.get("next" if live else "committed", 0))
-
-    def _collect_releases(self, block: bool) -> None:
+    # -- credits: releases, admissions, replays ------------------------------------------
+    def _collect_releases(self) -> None:
         """Take in slot releases (from publish) and batch admissions (from infer); replay
         the frames in flight when the supervisor asks."""
-        while True:
-            self.tick()
-            self._replay_if_requested()
-            while self.releases.poll(0, zmq.POLLIN):
-                release = SlotRelease.from_parts(*sockets.recv(self.releases))
-                self.credits.release(release.slot, release.gen)
-            while self.admissions is not None and self.admissions.poll(0, zmq.POLLIN):
-                admission = Admission.from_parts(*sockets.recv(self.admissions))
-                self.credits.taken(admission.count, time.monotonic(), admission.batch_s)
-            if not block or self.credits.has_free():
-                return
-            self._wait_for_credits(LIVE_POLL_MS)
+        self.tick()
+        self._replay_if_requested()
+        while self.releases.poll(0, zmq.POLLIN):
+            release = SlotRelease.from_parts(*sockets.recv(self.releases))
+            self.credits.release(release.slot, release.gen)
+        while self.admissions is not None and self.admissions.poll(0, zmq.POLLIN):
+            admission = Admission.from_parts(*sockets.recv(self.admissions))
+            self.credits.taken(admission.count, time.monotonic(), admission.batch_s)
 
     def _wait_for_credits(self, timeout_ms: int) -> None:
         """Sleep until a slot release or an admission arrives, or ``timeout_ms`` passes."""
         self.credit_poller.poll(timeout_ms)
+
+    def _may_send(self) -> bool:
+        """A free slot, and with admissions (live feeds) room in the model's next batch."""
+        if self.admitting:
+            return self.credits.can_admit_live(time.monotonic())
+        return self.credits.has_free()
 
     def _replay_if_requested(self) -> None:
         if not self.replay_requested:
@@ -117,9 +134,7 @@ class CaptureStage(Stage):
         if self.eos is not None:
             self.send_message(self.downstream, self.eos)
 
-    def _can_send_live(self) -> bool:
-        return self.credits.can_admit_live(time.monotonic())
-
+    # -- the loop ------------------------------------------------------------------------
     def _wait_for_start(self) -> None:
         """Read nothing until every stage is ready: a live frame read while a downstream
         stage is still loading would carry that load time as latency."""
@@ -132,23 +147,83 @@ class CaptureStage(Stage):
         if self.eos is not None:
             # after end-of-stream: hand out slot releases and replays until told to exit
             while not self.exit_requested:
-                self._collect_releases(block=False)
+                self._collect_releases()
                 self._wait_for_credits(LIVE_POLL_MS)
             raise StopRequested
         self._wait_for_start()
-        if len(self.sources) > 1:
-            totals = self._loop_streams()
-        elif self.live:
-            self._loop_live()
-            totals = {self.plan.stream_id: self.seq}
-        else:
-            self._loop_lossless()
-            totals = {self.plan.stream_id: self.seq}
+        feeds = self._open_feeds()
+        try:
+            self._capture(feeds)
+        finally:
+            self._close_feeds(feeds)
         # per stream, how many frames publish must have seen before it can finish
-        self.eos = EndOfStream(self.stats["frames_read"], totals)
+        self.eos = EndOfStream(self.stats["frames_read"], {feed.id: feed.seq for feed in feeds})
         self.send_message(self.downstream, self.eos)
 
-    def _send_frame(self, frame, dropped: int, stream: str | None = None, seq: int | None = None) -> None:
+    def _open_feeds(self) -> list[Feed]:
+        """One feed per stream: fixed batching (one file) reads in this thread; otherwise a
+        background reader applies the stream's delivery policy."""
+        limit = self.config.source.max_frames
+        if self.plan.fixed_batch_size() is not None:
+            (sid, _, seq), = self.streams
+            return [FileFeed(sid, self.sources[0], seq, limit, self.busy)]
+        depth = self.config.transport.queue_depth
+        return [QueuedFeed(sid, source, seq, limit, delivery, depth)
+                for source, (sid, delivery, seq) in zip(self.sources, self.streams, strict=True)]
+
+    def _capture(self, feeds: list[Feed]) -> None:
+        """The capture loop: whenever the credits allow, send the next frame of the feeds
+        (round-robin), until every feed has ended or the supervisor asks to drain."""
+        active = deque(feeds)
+        while active and not self.drain_requested:
+            self.tick()
+            for feed in feeds:
+                self._forward_status(feed.pop_events(), feed.id)
+            self._collect_releases()
+            if not self._may_send():
+                self._wait_for_credits(LIVE_POLL_MS)
+                continue
+            taken = self._next_frame(active)
+            if taken is not None:
+                self._send_frame(*taken)
+            elif len(active) > 1:
+                self._wait_for_credits(IDLE_MS)  # nothing ready in any stream: wait a moment
+
+    def _next_frame(self, active: deque[Feed]) -> tuple[Feed, Frame, int] | None:
+        """The next feed in turn with a frame ready, the frame and the frames dropped before
+        it; None if none is ready. One feed is waited for (up to ``LIVE_POLL_MS``: it wakes
+        as a frame arrives); of several, none is. A feed that has ended leaves ``active``."""
+        timeout_s = LIVE_POLL_MS / 1000 if len(active) == 1 else 0.0
+        for _ in range(len(active)):
+            feed = active[0]
+            active.rotate(-1)
+            try:
+                item = feed.get(timeout_s)
+            except Exception as err:  # noqa: BLE001 - one stream failing must not stop the others
+                if not self.several:
+                    raise  # the only stream: the stage fails (and is restarted or ends the run)
+                self._end_stream(feed, active, f"failed: {err}")
+                return None
+            if item is not None:
+                return feed, *item
+            if feed.finished:
+                self._end_stream(feed, active, "end of stream")
+                return None
+        return None
+
+    def _end_stream(self, feed: Feed, active: deque[Feed], detail: str) -> None:
+        """``feed`` has ended; with several streams, say so in-band (``eos``)."""
+        active.remove(feed)
+        if self.several:
+            self._forward_status([{"event": "eos", "detail": detail}], feed.id)
+
+    def _close_feeds(self, feeds: list[Feed]) -> None:
+        for feed in feeds:
+            feed.close()
+            self._forward_status(feed.pop_events(), feed.id)
+        self.stats.update(feed_stats(feeds))
+
+    def _send_frame(self, feed: Feed, frame: Frame, dropped: int) -> None:
         slot = self.credits.take()
         with self.busy():
             height, width = frame.image.shape[:2]
@@ -157,141 +232,13 @@ class CaptureStage(Stage):
             self.ring.bump_generation(slot)
             self.ring.frame(slot, height, width)[...] = frame.image
             gen = self.ring.bump_generation(slot)
-        tb = frame.time_base
-        handle = FrameHandle(
-            stream=self.plan.stream_id if stream is None else stream,
-            seq=self.seq if seq is None else seq,
-            slot=slot,
-            gen=gen,
-            h=height,
-            w=width,
-            pts=frame.pts,
-            tb=None if tb is None else (tb.numerator, tb.denominator),
-            capture_ns=frame.capture_ns,
-            dropped=dropped,
-        )
+        handle = frame_handle(frame, feed.id, feed.seq, slot, gen, dropped)
         # the credits keep the header (a plain dict with ``gen``) to replay it from
         self.credits.sent(slot, handle.to_parts()[0])
         self.forward(self.downstream, handle)
-        if seq is None:
-            self.seq += 1
+        feed.advance()
 
-    def _loop_lossless(self) -> None:
-        """Files and folders: every frame, in order; wait for a free slot (backpressure)."""
-        max_frames = self.config.source.max_frames
-        frames = self.source.frames()
-        for _ in range(self.seq):  # restarted: publish already has these
-            with self.busy():
-                next(frames, None)
-        while not self.drain_requested and (max_frames is None or self.seq < max_frames):
-            self.tick()
-            with self.busy():
-                frame = next(frames, None)
-            if frame is None:
-                break
-            self._collect_releases(block=True)
-            self._send_frame(frame, dropped=0)
-            self.stats["frames_read"] = self.seq
-        self.stats["decode_errors"] = int(getattr(self.source, "decode_errors", 0))
-        self.source.close()
-
-    def _loop_live(self) -> None:
-        """Live feeds: the newest frame wins when a slot frees up; older ones are dropped
-        (counted in the next frame's ``dropped``), never reordered. Latency stays bounded
-        by the ring size, whatever the model's speed."""
-        max_frames = self.config.source.max_frames
-        src = self.config.source
-        reader = LatestFrameReader(self.source, policy=src.live_policy, capacity=self.config.transport.queue_depth)
-        pending_drops = 0
-        try:
-            while not self.drain_requested and (max_frames is None or self.seq < max_frames):
-                self.tick()
-                self._forward_status(reader.pop_events())
-                self._collect_releases(block=False)
-                if not self._can_send_live():
-                    self._wait_for_credits(LIVE_POLL_MS)
-                    continue
-                item = reader.get(timeout=LIVE_POLL_MS / 1000)
-                if item is None:
-                    if reader.finished:
-                        break
-                    continue
-                frame, dropped = item
-                pending_drops += dropped
-                self._send_frame(frame, dropped=pending_drops)
-                pending_drops = 0
-        finally:
-            reader.close()
-            # exact: every frame the source delivered was either sent or dropped
-            self.stats["frames_read"] = reader.frames_read
-            self.stats["frames_dropped"] = reader.frames_read - self.seq
-            self._forward_status(reader.pop_events())
-            status = getattr(self.source, "status", None)
-            if status is not None:
-                self.stats.update(reconnects=status.reconnects, offline_s=round(status.offline_s, 3))
-
-    def _loop_streams(self) -> dict[str, int]:
-        """Several streams: one reader thread each (files with the ``block`` policy, so they
-        stay lossless; live feeds with the configured policy), taken round-robin whenever a
-        slot is free, so the infer stage batches across streams. A stream that ends or
-        fails publishes ``eos`` and the others go on. Returns each stream's frame count."""
-        src = self.config.source
-        depth = self.config.transport.queue_depth
-        streams = []
-        live_streams = [bool(stream["info"].get("live")) for stream in self.plan.streams]
-        for index, (source, live) in enumerate(zip(self.sources, live_streams, strict=True)):
-            policy = src.live_policy if live else "block"
-            resume = self._resume_seq(str(index), live)
-            reader = LatestFrameReader(source, policy=policy, capacity=depth, skip=0 if live else resume)
-            streams.append({"id": str(index), "reader": reader, "seq": resume})
-        active = deque(streams)
-        any_live = any(live_streams)
-        try:
-            while active and not self.drain_requested:
-                self.tick()
-                for stream in streams:
-                    self._forward_status(stream["reader"].pop_events(), stream["id"])
-                self._collect_releases(block=False)
-                if not (self._can_send_live() if any_live else self.credits.has_free()):
-                    self._wait_for_credits(LIVE_POLL_MS)
-                    continue
-                sent = False
-                for _ in range(len(active)):
-                    stream = active[0]
-                    active.rotate(-1)
-                    try:
-                        item = stream["reader"].get(timeout=0)
-                    except Exception as err:  # noqa: BLE001 - one stream failing must not stop the others
-                        self._end_stream(stream, active, f"failed: {err}")
-                        break
-                    if item is None:
-                        if stream["reader"].finished:
-                            self._end_stream(stream, active, "end of stream")
-                            break
-                        continue
-                    frame, dropped = item
-                    self._send_frame(frame, dropped, stream=stream["id"], seq=stream["seq"])
-                    stream["seq"] += 1
-                    sent = True
-                    break
-                if not sent:
-                    self._wait_for_credits(5)  # nothing ready in any stream: wait a moment
-        finally:
-            for stream in streams:
-                reader = stream["reader"]
-                reader.close()
-                self._forward_status(reader.pop_events(), stream["id"])
-                self.stats["frames_read"] += reader.frames_read
-                self.stats["frames_dropped"] += reader.frames_read - stream["seq"]
-                self.stats["decode_errors"] += int(getattr(reader.source, "decode_errors", 0))
-        return {stream["id"]: stream["seq"] for stream in streams}
-
-    def _end_stream(self, stream: dict, active: deque, detail: str) -> None:
-        active.remove(stream)
-        self._forward_status([{"event": "eos", "detail": detail}], stream["id"])
-
-    def _forward_status(self, events: list[dict], stream: str | None = None) -> None:
+    def _forward_status(self, events: list[dict], stream: str) -> None:
         """Status events travel in-band, in order with the frames, to the publish stage."""
         for event in events:
-            status = status_message(event, stream or self.plan.stream_id)
-            self.send_message(self.downstream, Status(status))
+            self.send_message(self.downstream, Status(status_message(event, stream)))

@@ -1,0 +1,105 @@
+"""Before anything starts: check the config against the machine, probe the sources, and
+write the run plan (:class:`~pipeline.plan.RunPlan`) from the planner's decisions.
+
+Everything that can be wrong with a run's input fails here, before a model loads: remote
+endpoints without ``allow_remote``, missing key files, bad output paths, an unknown model,
+a source that cannot be opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engines.registry import get_model_entry
+from pipeline.config import HOPS, PipelineConfig
+from pipeline.errors import ConfigError
+from pipeline.output_paths import check_output_paths
+from pipeline.plan import STAGES, RunPlan, source_info_to_dict
+from pipeline.planner import RunDecisions
+from pipeline.sources.base import SourceInfo
+from pipeline.transport import sockets
+
+
+def check_before_start(config: PipelineConfig) -> None:
+    """Refuse a config that cannot run here (raises :class:`ConfigError`)."""
+    out = config.output
+    endpoints = [out.publish] if out.publish else []
+    endpoints += [e for e in config.transport.hops.values() if e != "ipc"]
+    for endpoint in endpoints:
+        if not sockets.is_loopback_endpoint(endpoint) and not out.allow_remote:
+            raise ConfigError(
+                f"endpoint '{endpoint}' is not a loopback address: set output.allow_remote "
+                "(--allow-remote) to bind it"
+            )
+    for key, path in (("output.curve_secret_key", out.curve_secret_key),
+                      ("output.curve_authorized_dir", out.curve_authorized_dir)):
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"{key}: '{path}' does not exist")
+    check_output_paths(config)  # a bad path fails now, not once the model has loaded
+    get_model_entry(config.model.name)  # unknown model: fail before anything starts
+
+
+def probe_streams(config: PipelineConfig) -> list[SourceInfo]:
+    """What each source says of itself, one per ``source.uris`` (``realtime``: live)."""
+    infos = []
+    for uri in config.source.uris:
+        source = config.source.open(uri)
+        try:
+            info = source.info()
+        finally:
+            source.close()
+        if config.source.realtime:
+            info.live = True
+        infos.append(info)
+    return infos
+
+
+def endpoints(config: PipelineConfig, run_dir: Path) -> tuple[dict[str, str], list[str]]:
+    """Every socket of the run, and the senders whose hop is tcp (pixels travel inline)."""
+    found = {
+        "events": f"ipc://{run_dir}/events.sock",
+        "control": f"ipc://{run_dir}/control.sock",
+        "release": f"ipc://{run_dir}/release.sock",
+        "admissions": f"ipc://{run_dir}/admissions.sock",  # bound by capture for live feeds
+    }
+    inline = []
+    for sender in HOPS:
+        receiver = STAGES[STAGES.index(sender) + 1]
+        endpoint = config.transport.hops.get(sender, "ipc")
+        if endpoint == "ipc":
+            endpoint = f"ipc://{run_dir}/{receiver}.sock"
+        elif endpoint.startswith("tcp://"):
+            inline.append(sender)
+        found[f"{receiver}_in"] = endpoint
+    return found, inline
+
+
+def plan_decisions(decisions: RunDecisions) -> dict[str, Any]:
+    """The decisions the stages read from the plan (``RunPlan.decisions``)."""
+    return {"batching": decisions.batching, "batch_size": decisions.batch_size,
+            "commit_every": decisions.commit_every, "segment_frames": decisions.segment_frames,
+            "delivery": decisions.delivery, "admissions": decisions.admissions}
+
+
+def build_plan(config: PipelineConfig, run_id: str, run_dir: Path, ring_name: str,
+               infos: list[SourceInfo], combined_info: SourceInfo, decisions: RunDecisions) -> RunPlan:
+    """The plan every stage reads (the model spec is filled in once infer has loaded it)."""
+    found, inline = endpoints(config, run_dir)
+    return RunPlan(
+        run_id=run_id,
+        run_dir=str(run_dir),
+        config=config.model_dump(),
+        endpoints=found,
+        inline_hops=inline,
+        ring_name=ring_name,
+        ring_slots=decisions.ring_slots,
+        spec={},
+        source=source_info_to_dict(combined_info),
+        streams=[
+            {"id": str(i), "uri": uri, "info": source_info_to_dict(info)}
+            for i, (uri, info) in enumerate(zip(config.source.uris, infos, strict=True))
+        ],
+        resources=decisions.resources.to_dict(),
+        decisions=plan_decisions(decisions),
+    )
