@@ -301,7 +301,7 @@ def _not_duplicates(boxes: np.ndarray, scores: np.ndarray, crops: list[Crop | No
     y0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
     x1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
     y1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    inter = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
     areas = np.array([c.area if c is not None else np.inf for c in crops], dtype=np.float64)
     possible = inter > max_iou * np.maximum(areas[:, None], areas[None, :])
     possible |= ~np.isfinite(areas)[:, None] | ~np.isfinite(areas)[None, :]
