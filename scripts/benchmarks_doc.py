@@ -20,6 +20,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+TRACK_BEGIN, TRACK_END = "<!-- tracking:begin -->", "<!-- tracking:end -->"
+BENCH_DIR = REPO / "docs" / "bench"
+TRACKING_GOALS = {"IDF1": 0.90, "HOTA": 0.80, "MOTA": 0.85}
 STAGES = ("capture", "preprocess", "infer", "postprocess", "publish")
 
 # the goals of the speed work (issue "Speed"), shown next to each measured figure
@@ -128,7 +131,41 @@ def gpu_section(gpu: dict | None) -> str:
     return "\n".join(lines)
 
 
-def render_doc(figures: dict, gpu: dict | None) -> str:
+def tracking_section(study: dict | None, cost: dict | None, compare: dict | None) -> str:
+    """The tracking figures (held-out study, tracker cost) and the supervision comparison."""
+    lines: list[str] = []
+    if study:
+        lines += ["## Tracking accuracy (held-out)", "", f"Command: `{study['command']}`, model `{study['model']}`; "
+                  f"{len(study['rows'])} clips: seeds 5000-5004 × kinds default and tracking × 640x480, 800x600, "
+                  "1280x720 (150 frames each). Peer: `trackers` ByteTrack on the same detections.", "",
+                  "| metric | ours mean | ours worst | peer mean | peer worst | goal (ours mean) |", "|---|---|---|---|---|---|"]
+        for key, ours in study["ours"].items():
+            peer = study.get("peer", {}).get(key, {})
+            goal = TRACKING_GOALS.get(key)
+            lines.append(f"| {key} | {_fmt(ours['mean'], 3)} | {_fmt(ours['worst'], 3)} | {_fmt(peer.get('mean'), 3)} "
+                         f"| {_fmt(peer.get('worst'), 3)} | {'≥ ' + _fmt(goal) if goal else ''} |")
+        if "peer" in study:
+            gain = study["ours"]["HOTA"]["mean"] - study["peer"]["HOTA"]["mean"]
+            lines += ["", f"HOTA over the peer: {gain * 100:+.1f} points (goal ≥ +3)."]
+        lines.append("")
+    if cost:
+        ms = cost["tracker_ms_per_frame_1280x720"]
+        lines += ["## Tracking cost", "", f"Command: `{cost['command']}` on {cost['machine']}.", "",
+                  "Tracker per frame at 1280x720: " + ", ".join(f"{n} instances {v:.2f} ms" for n, v in ms.items())
+                  + " (goal ≤ 2 ms at 20)."]
+        if "pipeline" in cost:
+            p = cost["pipeline"]
+            lines += ["", f"Default pipeline, tracking on {p['fps_on']:.2f} fps against off {p['fps_off']:.2f} fps: "
+                      f"{p['on_over_off']:.3f} (goal ≥ 0.95; best of {len(p['runs']['on'])} alternating runs each)."]
+        lines.append("")
+    if compare:
+        lines += ["## Against a plain loop written with `supervision`", "", f"Command: `{compare['command']}` "
+                  f"({compare['clip']}): supervision loop {compare['supervision_loop_fps']:.2f} fps, segstream "
+                  f"{compare['pipeline_fps']:.2f} fps = {compare['pipeline_over_supervision']:.2f}x (goal ≥ 1.5x).", ""]
+    return "\n".join(lines)
+
+
+def render_doc(figures: dict, gpu: dict | None, extra: str = "") -> str:
     cases = figures["cases"]
     parts = [
         "# Benchmarks",
@@ -168,6 +205,8 @@ def render_doc(figures: dict, gpu: dict | None) -> str:
         parts += ["## One local hop, 1080p RGB frame", "",
                   f"Shared-memory handle (incl. writing the frame into the ring once): {hop['shm']:.0f} µs; "
                   f"ZeroMQ copy: {hop['zmq']:.0f} µs ({hop['zmq'] / hop['shm']:.1f}x).", ""]
+    if extra:
+        parts.append(extra)
     parts.append(gpu_section(gpu))
     return "\n".join(parts)
 
@@ -178,12 +217,16 @@ def render_readme_table(figures: dict) -> str:
     return "\n".join(lines)
 
 
-def splice(readme: str, table: str) -> str:
-    if BEGIN not in readme or END not in readme:
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} block to replace")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+def splice(readme: str, table: str, begin: str = BEGIN, end: str = END) -> str:
+    if begin not in readme or end not in readme:
+        raise SystemExit(f"README.md has no {begin} ... {end} block to replace")
+    head, rest = readme.split(begin, 1)
+    _, tail = rest.split(end, 1)
     return head + table + tail
+
+
+def _optional_json(path: str | None) -> dict | None:
+    return json.loads(Path(path).read_text()) if path and Path(path).exists() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,19 +235,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", help="output of scripts/gpu_check.sh")
     parser.add_argument("--docs", default=str(REPO / "docs" / "BENCHMARKS.md"))
     parser.add_argument("--readme", default=str(REPO / "README.md"))
+    parser.add_argument("--tracking-study", default=str(BENCH_DIR / "tracking_study.json"),
+                        help="output of python -m pipeline.evaluation.tracking_study --json FILE (if it exists)")
+    parser.add_argument("--tracking-bench", default=str(BENCH_DIR / "tracking.json"),
+                        help="output of python -m pipeline.bench_tracking --json FILE (if it exists)")
+    parser.add_argument("--compare", default=str(BENCH_DIR / "supervision.json"),
+                        help="output of scripts/compare_supervision.py --json FILE (if it exists)")
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if the docs are stale")
     args = parser.parse_args(argv)
     try:
         figures = json.loads(Path(args.bench_json).read_text())
         gpu = json.loads(Path(args.gpu).read_text()) if args.gpu else None
+        extra = tracking_section(_optional_json(args.tracking_study), _optional_json(args.tracking_bench),
+                                 _optional_json(args.compare))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not figures.get("cases"):
         print(f"error: {args.bench_json}: no 'cases' (is it the output of pipeline.bench --json?)", file=sys.stderr)
         return 2
-    doc = render_doc(figures, gpu)
+    doc = render_doc(figures, gpu, extra)
     readme = splice(Path(args.readme).read_text(), render_readme_table(figures))
+    if TRACK_BEGIN in readme:
+        readme = splice(readme, "\n".join([TRACK_BEGIN, "", extra or "(no tracking figures yet)", TRACK_END]),
+                        TRACK_BEGIN, TRACK_END)
     if args.check:
         stale = [p for p, text in ((args.docs, doc), (args.readme, readme)) if Path(p).read_text() != text]
         for path in stale:
