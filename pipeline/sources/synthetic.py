@@ -4,10 +4,14 @@ URI: ``synthetic://?seed=0&size=640x480&fps=30&frames=120&realtime=0`` (every ke
 
 * ``seed``: scene seed, integer >= 0 (default 0). Seeds 1000..1999 are the demo models'
   training scenes; use another seed (7 is the standard held-out one) to measure accuracy.
-* ``kind``: ``default`` (bouncing objects: the demo models' training scenes) or
+* ``kind``: ``default`` (bouncing objects: the demo models' training scenes),
   ``tracking`` (for multi-object tracking: in every 6 s act objects cross, hide behind
   others for up to ~1 s, leave the frame and come back, at varying speed, keeping their
-  track ids; see ``pipeline.synthetic.tracking``), e.g. ``synthetic://?seed=5&kind=tracking``.
+  track ids; see ``pipeline.synthetic.tracking``), e.g. ``synthetic://?seed=5&kind=tracking``,
+  or ``panoptic`` (bouncing objects in front of three to five amorphous stuff classes, sky,
+  wall, grass, road and water, class ids 7..11, under a panning camera; the ground truth's
+  class map labels the stuff too, see ``pipeline.synthetic.stuff`` and
+  ``pipeline.synthetic.panoptic``), e.g. ``synthetic://?seed=5&kind=panoptic``.
 * ``size``: ``WIDTHxHEIGHT`` (default 640x480).
 * ``fps``: frame rate, e.g. ``30``, ``29.97`` or ``30000/1001`` (default 30). It sets the
   scene time of frame i (``i / fps``) and the timestamps (``pts = i``, ``time_base = 1/fps``).

@@ -8,6 +8,10 @@
 --kind tracking   for multi-object tracking: every 6 s act has two objects crossing, one
                   hiding behind a larger one for up to ~1 s, one leaving the frame and
                   coming back, all at varying speed (``pipeline.synthetic.tracking``)
+--kind panoptic   for panoptic segmentation: bouncing objects (things) in front of three to
+                  five amorphous stuff classes (sky, wall, grass, road, water: class ids
+                  7..11, after the shapes) under a panning camera
+                  (``pipeline.synthetic.stuff``); also writes the COCO panoptic files
 
 DIR/video.mp4        H.264 (libx264, yuv420p, crf 12, preset veryfast), pts = frame index,
                      time base 1/fps
@@ -16,6 +20,15 @@ DIR/instances.json   COCO: images (id = frame index), annotations (RLE masks as 
                      object keeps its track_id through occlusions and exits), categories;
                      info has the seed, kind, size and fps
 DIR/semantic/NNNNNN.png  uint8 class map per frame (0 = background, else class id)
+
+and for --kind panoptic (``pipeline.synthetic.panoptic``; the semantic PNGs then label the
+stuff too, and instances.json's categories list the stuff classes with isthing 0):
+
+DIR/panoptic/NNNNNN.png  RGB segment-id map, id = R + 256 G + 256^2 B (0 = void; a stuff
+                     segment's id is its class id, a thing's is 256 + track_id)
+DIR/panoptic.json    COCO panoptic: images, annotations (image_id, file_name relative to
+                     panoptic/, segments_info: id, category_id, isthing, iscrowd 0, area,
+                     bbox [x, y, w, h], track_id for things), categories (with isthing)
 """
 
 from __future__ import annotations
@@ -29,7 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.synthetic.coco import coco_categories, frame_annotations
+from pipeline.synthetic.panoptic import PanopticWriter, panoptic_categories
 from pipeline.synthetic.scene import CLASS_NAMES, KINDS, SyntheticScene
+from pipeline.synthetic.stuff import PANOPTIC_CLASS_NAMES
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -80,9 +95,11 @@ def _positive(text: str) -> int:
     return v
 
 
-def _image_record(i: int, width: int, height: int, fps: Fraction) -> dict[str, Any]:
+def _image_record(
+    i: int, width: int, height: int, fps: Fraction, panoptic: bool = False
+) -> dict[str, Any]:
     """COCO image entry of frame ``i`` (id = frame index)."""
-    return {
+    record = {
         "id": i,
         "file_name": f"video.mp4#{i}",
         "width": width,
@@ -91,6 +108,9 @@ def _image_record(i: int, width: int, height: int, fps: Fraction) -> dict[str, A
         "time_s": float(i / fps),
         "semantic": f"semantic/{i:06d}.png",
     }
+    if panoptic:
+        record["panoptic"] = f"panoptic/{i:06d}.png"
+    return record
 
 
 def _add_video_stream(container: Any, size: tuple[int, int], fps: Fraction, crf: int, preset: str) -> Any:
@@ -121,7 +141,7 @@ def write_scene(
     kind: str = "default",
 ) -> dict:
     """Render ``frames`` frames of scene ``(seed, kind)`` and write video, COCO json and
-    semantic PNGs into ``out``."""
+    semantic PNGs into ``out`` (and the COCO panoptic files for ``kind="panoptic"``)."""
     import av
     from PIL import Image
 
@@ -129,6 +149,7 @@ def write_scene(
     sem_dir = out / "semantic"
     sem_dir.mkdir(parents=True, exist_ok=True)
     scene = SyntheticScene(seed, width, height, float(fps), kind=kind)
+    panoptic = PanopticWriter(out) if kind == "panoptic" else None
     images, annotations = [], []
     t0 = time.time()
     step = max(1, frames // 10)
@@ -145,27 +166,40 @@ def write_scene(
             for packet in stream.encode(vf):
                 container.mux(packet)
             Image.fromarray(fr.class_map, mode="L").save(sem_dir / f"{i:06d}.png")
-            images.append(_image_record(i, width, height, fps))
+            if panoptic is not None:
+                panoptic.add(fr, i)
+            images.append(_image_record(i, width, height, fps, panoptic is not None))
             annotations += frame_annotations(fr, i, first_id=len(annotations) + 1)
             if progress and ((i + 1) % step == 0 or i + 1 == frames):
                 _report(i + 1, frames, t0)
         for packet in stream.encode(None):
             container.mux(packet)
-    info = {
+    info = _info(seed, kind, frames, size, fps, f"libx264 yuv420p crf {crf} preset {preset}")
+    # panoptic scenes list the stuff classes too, so their semantic PNGs can be scored
+    categories = coco_categories() if panoptic is None else panoptic_categories()
+    coco = {"info": info, "images": images, "annotations": annotations, "categories": categories}
+    (out / "instances.json").write_text(json.dumps(coco), encoding="utf-8")
+    if panoptic is not None:
+        panoptic.finish(info, images)
+    return coco
+
+
+def _info(
+    seed: int, kind: str, frames: int, size: tuple[int, int], fps: Fraction, codec: str
+) -> dict[str, Any]:
+    """The ``info`` of the COCO files of a scene."""
+    return {
         "description": "segstream synthetic scene",
         "seed": seed,
         "kind": kind,
         "frames": frames,
-        "width": width,
-        "height": height,
+        "width": size[0],
+        "height": size[1],
         "fps": str(fps),
         "video": "video.mp4",
-        "codec": f"libx264 yuv420p crf {crf} preset {preset}",
-        "class_names": list(CLASS_NAMES),
+        "codec": codec,
+        "class_names": list(PANOPTIC_CLASS_NAMES if kind == "panoptic" else CLASS_NAMES),
     }
-    coco = {"info": info, "images": images, "annotations": annotations, "categories": coco_categories()}
-    (out / "instances.json").write_text(json.dumps(coco), encoding="utf-8")
-    return coco
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,8 +212,10 @@ def _parser() -> argparse.ArgumentParser:
         "behind a larger one for 0.3 to 1 s and comes out again, and an object that leaves "
         "the frame and comes back in across the same edge, all accelerating, decelerating "
         "and pausing. An object keeps its track_id throughout; a frame has no annotation for "
-        "an object entirely hidden or outside it. Example: python -m pipeline.synthetic "
-        "--kind tracking --seed 5 --frames 150 --out DIR",
+        "an object entirely hidden or outside it. 'panoptic' adds three to five stuff classes "
+        "(ids 7..11) with irregular, drifting boundaries behind the objects; segment ids: a "
+        "stuff segment's is its class id, a thing's 256 + track_id. Example: python -m "
+        "pipeline.synthetic --kind tracking --seed 5 --frames 150 --out DIR",
     )
     p.add_argument(
         "--seed",
@@ -191,8 +227,10 @@ def _parser() -> argparse.ArgumentParser:
         "--kind",
         choices=KINDS,
         default="default",
-        help="scene kind: 'default' (bouncing objects, the training scenes; the default) or "
-        "'tracking' (crossings, occlusions, exits and re-entries, varying speed; see below)",
+        help="scene kind: 'default' (bouncing objects, the training scenes; the default), "
+        "'tracking' (crossings, occlusions, exits and re-entries, varying speed; see below) or "
+        "'panoptic' (objects on amorphous stuff: sky, wall, grass, road, water; also writes "
+        "panoptic/*.png and panoptic.json, COCO panoptic)",
     )
     p.add_argument("--frames", type=_positive, default=120, help="number of frames (>= 1)")
     p.add_argument(
@@ -232,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write to {out}: {exc}", file=sys.stderr)
         return 2
     n_ann = len(coco["annotations"])
+    extra = ", panoptic.json, panoptic/" if args.kind == "panoptic" else ""
     print(
         f"[synthetic] wrote {out}/video.mp4, instances.json ({n_ann} instances), "
-        f"semantic/ ({args.frames} PNGs)",
+        f"semantic/ ({args.frames} PNGs){extra}",
         file=sys.stderr,
     )
     return 0

@@ -72,23 +72,30 @@ def _epoch_track(rng: np.random.Generator, epoch: int, k: int, bg_base: np.ndarr
     )
 
 
-def epoch_tracks(seed: int, epoch: int, bg_base: np.ndarray) -> tuple[Track, ...]:
-    """The one to three tracks born in ``epoch`` of scene ``seed``."""
-    rng = np.random.default_rng(seed_entropy(seed, epoch))
+def epoch_tracks(
+    seed: int, epoch: int, bg_base: np.ndarray, stream: tuple[int, ...] = ()
+) -> tuple[Track, ...]:
+    """The one to three tracks born in ``epoch`` of scene ``seed``.
+
+    ``stream`` prefixes the epoch's random stream: () is the default kind's (the training
+    data); another kind passes its own so its objects differ from the default scene's."""
+    rng = np.random.default_rng(seed_entropy(seed, *stream, epoch))
     n = int(rng.integers(1, 4))
     return tuple(_epoch_track(rng, epoch, k, bg_base) for k in range(n))
 
 
 class BouncingTracks:
-    """The default kind's tracks of one scene, looked up by time."""
+    """The default kind's tracks of one scene, looked up by time (``stream``: see
+    ``epoch_tracks``; the panoptic kind's objects bounce the same way in their own stream)."""
 
-    def __init__(self, seed: int, bg_base: np.ndarray) -> None:
+    def __init__(self, seed: int, bg_base: np.ndarray, stream: tuple[int, ...] = ()) -> None:
         self.seed = seed
         self.bg_base = bg_base
+        self.stream = tuple(stream)
         self._epoch = lru_cache(maxsize=64)(self._make_epoch)
 
     def _make_epoch(self, epoch: int) -> tuple[Track, ...]:
-        return epoch_tracks(self.seed, epoch, self.bg_base)
+        return epoch_tracks(self.seed, epoch, self.bg_base, self.stream)
 
     def tracks_at(self, t: float) -> list[Track]:
         """Tracks shown at time ``t`` (oldest first, at most ``MAX_OBJECTS``)."""

@@ -6,14 +6,20 @@ resolution independent *canvas* of ``CANVAS_W x CANVAS_H = 4/3 x 1`` units which
 onto the requested pixel size (stretched when the aspect ratio is not 4:3), so a 640x480 and
 a 1280x720 render of the same seed and frame show the same scene.
 
-Scene kinds (``KINDS``) differ only in how objects move; background, lighting, noise, shapes
-and ground truth rules are shared:
+Scene kinds (``KINDS``) differ in how objects move and (``panoptic``) in the background;
+lighting, noise, shapes and the ground truth rules of objects are shared:
 
 * ``default``: objects bounce around and live a few seconds (``pipeline.synthetic.bouncing``).
   The demo models are trained on it.
 * ``tracking``: scripted crossings, occlusions behind other objects, exits and returns across
   the frame edges, and varying speed, for multi-object tracking
   (``pipeline.synthetic.tracking``).
+* ``panoptic``: objects bounce as in ``default`` (in a random stream of their own, so not
+  the default scene's objects) in front of a background of three to five amorphous *stuff*
+  classes (sky, wall, grass, road, water) under a panning camera
+  (``pipeline.synthetic.stuff``); the class map labels every pixel, stuff included, and
+  ``pipeline.synthetic.panoptic`` gives the COCO panoptic form (segment-id map and
+  ``segments_info``). The other kinds' background is no class (0).
 
 Masks are exact: a pixel belongs to a shape when the shape's signed distance at the pixel
 centre is negative. The image is antialiased (coverage from the distance) and composited
@@ -47,6 +53,7 @@ from pipeline.synthetic.render import (
     visible_masks,
 )
 from pipeline.synthetic.shapes import CLASS_NAMES, NUM_CLASSES
+from pipeline.synthetic.stuff import StuffLayout, stuff_labels, stuff_picture
 from pipeline.synthetic.style import SceneStyle
 from pipeline.synthetic.tracking import TrackingTracks
 
@@ -63,7 +70,8 @@ __all__ = [
     "Track",
 ]
 
-KINDS: tuple[str, ...] = ("default", "tracking")
+KINDS: tuple[str, ...] = ("default", "tracking", "panoptic")
+PANOPTIC_STREAM = (-4,)  # the panoptic kind's objects: their own random stream
 
 
 @dataclass
@@ -72,8 +80,9 @@ class SceneFrame:
 
     image: H x W x 3 uint8 RGB (None from ``SyntheticScene.truth``). masks: [N, H, W] bool,
     visible part only (disjoint). labels: [N] int64 class ids (1..K). instance_ids: [N]
-    int64 stable track ids. class_map: H x W uint8, 0 = background, else the label of the
-    visible instance.
+    int64 stable track ids. class_map: H x W uint8, the label of the visible instance, else
+    (``panoptic`` kind) the stuff class id there (``pipeline.synthetic.stuff.STUFF_IDS``),
+    else 0 = background. The instances are the things only.
     """
 
     image: np.ndarray | None
@@ -126,8 +135,15 @@ class SyntheticScene:
             sy=self.height / CANVAS_H,
         )
         self.style = SceneStyle.from_seed(self.seed)
-        motion = TrackingTracks if kind == "tracking" else BouncingTracks
-        self.motion: BouncingTracks | TrackingTracks = motion(self.seed, self.style.bg_base)
+        # the background's classes (panoptic kind only; the others have no stuff)
+        self.stuff = StuffLayout.from_seed(self.seed) if kind == "panoptic" else None
+        self.motion: BouncingTracks | TrackingTracks
+        if kind == "tracking":
+            self.motion = TrackingTracks(self.seed, self.style.bg_base)
+        elif self.stuff is not None:  # objects' colours contrast with the stuff's mean colour
+            self.motion = BouncingTracks(self.seed, self.stuff.base.mean(axis=0), PANOPTIC_STREAM)
+        else:
+            self.motion = BouncingTracks(self.seed, self.style.bg_base)
         self._columns: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def tracks_at(self, t: float) -> list[Track] | list[PathTrack]:
@@ -150,11 +166,16 @@ class SyntheticScene:
         labels, ids and class map as ``frame(index)``, several times cheaper."""
         return self._render(index, image=False, truth=True)
 
-    def _picture(self, drawn: list[Drawn], index: int, t: float) -> np.ndarray:
+    def _picture(
+        self, drawn: list[Drawn], index: int, t: float, stuff: np.ndarray | None
+    ) -> np.ndarray:
         """The uint8 image: background, objects back to front, lighting, noise."""
-        if self._columns is None:  # the background's x terms do not depend on time
-            self._columns = column_terms(self.style, self._grid.xs)
-        img = background(self.style, self._columns, self._grid.ys, self.width, t)
+        if self.stuff is not None and stuff is not None:
+            img = stuff_picture(self.stuff, stuff, self._grid.xs, self._grid.ys, t)
+        else:
+            if self._columns is None:  # the background's x terms do not depend on time
+                self._columns = column_terms(self.style, self._grid.xs)
+            img = background(self.style, self._columns, self._grid.ys, self.width, t)
         composite(img, drawn)
         return finish_image(img, self.style, self.seed, index, t)
 
@@ -164,9 +185,14 @@ class SyntheticScene:
         t = index / self.fps
         h, w = self.height, self.width
         drawn = evaluate_objects(self.tracks_at(t), t, self._grid)
-        picture = self._picture(drawn, index, t) if image else None
+        stuff = None
+        if self.stuff is not None:  # one layout for the picture and the class map
+            stuff = stuff_labels(self.stuff, self._grid.xs, self._grid.ys, t)
+        picture = self._picture(drawn, index, t, stuff) if image else None
         if truth:
             class_map, masks, labels, ids = visible_masks(drawn, h, w)
+            if self.stuff is not None and stuff is not None:  # stuff wherever no thing is
+                class_map = np.where(class_map == 0, self.stuff.class_ids[stuff], class_map)
         else:  # a picture only: no instances
             class_map = np.zeros((h, w), dtype=np.uint8)
             masks = np.zeros((0, h, w), dtype=bool)
