@@ -9,10 +9,13 @@ exceed ``max_size``, see ``engines.transform``):
   520 x 924). No padding is needed (``size_divisible`` 1): FCN / DeepLabV3 / LR-ASPP take
   any size and upsample their logits to the input size, so a batch of equal-size frames is
   run exactly as torchvision would run each frame.
-- Demo models: the sizes (and mean / std) in ``engines.models.demo``
-  (``MASKRCNN_DEMO_INPUT``, ``FCN_DEMO_INPUT``), read lazily so this module imports before
-  that one exists; both pad to a multiple of 32 (their backbones have an FPN). Their class
-  names are the synthetic scene's shapes (``engines.models.demo_classes.DEMO_CLASS_NAMES``).
+- Demo models: the sizes (and mean / std) in their module, ``engines.models.demo``
+  (``MASKRCNN_DEMO_INPUT``, ``FCN_DEMO_INPUT``) or ``engines.models.semantic_demo`` (the U-Net
+  and FCN-32s/16s/8s: ``UNET_DEMO_INPUT``, ``FCN_SKIP_DEMO_INPUT``), read lazily so this module
+  imports before those exist; all pad to a multiple of 32 (an FPN, or four stride-2 steps).
+  Their class names are the synthetic scene's classes
+  (``engines.models.demo_classes.DEMO_CLASS_NAMES``); the builders take the class count, which
+  comes from the names that travel with the weights (``len(DEMO_CLASS_NAMES)`` for random).
 
 Mean / std are the ImageNet statistics every torchvision model here was trained with (a
 Mask R-CNN takes them from its own ``transform`` when the backend builds it).
@@ -115,26 +118,28 @@ def _tv(builder_name: str) -> Callable[[int], nn.Module]:
     return build
 
 
-def _demo_module() -> Any:
+def _demo_module(module: str = "demo") -> Any:
     try:
-        return importlib.import_module("engines.models.demo")
+        return importlib.import_module(f"engines.models.{module}")
     except ImportError as exc:
         raise ModelError(
-            f"demo models are unavailable: cannot import engines.models.demo ({exc})"
+            f"demo models are unavailable: cannot import engines.models.{module} ({exc})"
         ) from exc
 
 
-def _demo_builder(fn_name: str) -> Callable[[int], nn.Module]:
+def _demo_builder(fn_name: str, module: str = "demo") -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
-        return getattr(_demo_module(), fn_name)(num_classes)
+        return getattr(_demo_module(module), fn_name)(num_classes)
 
     build.__name__ = fn_name
     return build
 
 
-def _demo_inputs(const_name: str, size_divisible: int) -> Callable[[], InputDefaults]:
+def _demo_inputs(
+    const_name: str, size_divisible: int, module: str = "demo"
+) -> Callable[[], InputDefaults]:
     def inputs() -> InputDefaults:
-        demo = _demo_module()
+        demo = _demo_module(module)
         const = getattr(demo, const_name)
         mean = const.get("image_mean", getattr(demo, "IMAGE_MEAN", IMAGENET_MEAN))
         std = const.get("image_std", getattr(demo, "IMAGE_STD", IMAGENET_STD))
@@ -168,11 +173,13 @@ def _torchvision_entry(
     )  # fmt: skip
 
 
-def _demo_entry(name: str, task: Task, inputs_const: str, description: str) -> ModelEntry:
-    """A demo model: ``engines.models.demo.build_<name>``, sizes from its ``inputs_const``."""
+def _demo_entry(
+    name: str, task: Task, module: str, inputs_const: str, description: str
+) -> ModelEntry:
+    """A demo model: ``engines.models.<module>.build_<name>``, sizes from its ``inputs_const``."""
     return ModelEntry(
-        name, task, "demo", description, _demo_builder(f"build_{name}"),
-        _demo_inputs(inputs_const, 32), "synthetic", "demo",
+        name, task, "demo", description, _demo_builder(f"build_{name}", module),
+        _demo_inputs(inputs_const, 32, module), "synthetic", "demo",
     )  # fmt: skip
 
 
@@ -189,11 +196,19 @@ _TORCHVISION_MODELS: tuple[tuple[str, Task, Literal["coco", "voc"], str], ...] =
     ("lraspp_mobilenet_v3_large", "semantic", "voc",
      "LR-ASPP MobileNetV3-Large (torchvision, VOC classes)"),
 )  # fmt: skip
-_DEMO_MODELS: tuple[tuple[str, Task, str, str], ...] = (
-    # name, task, its input constant in engines.models.demo, description
-    ("maskrcnn_demo", "instance", "MASKRCNN_DEMO_INPUT",
+_DEMO_MODELS: tuple[tuple[str, Task, str, str, str], ...] = (
+    # name, task, its module in engines.models, its input constant there, description
+    ("maskrcnn_demo", "instance", "demo", "MASKRCNN_DEMO_INPUT",
      "small Mask R-CNN trained on the synthetic scenes"),
-    ("fcn_demo", "semantic", "FCN_DEMO_INPUT", "small FCN trained on the synthetic scenes"),
+    ("fcn_demo", "semantic", "demo", "FCN_DEMO_INPUT", "small FCN trained on the synthetic scenes"),
+    ("unet_demo", "semantic", "semantic_demo", "UNET_DEMO_INPUT",
+     "small U-Net (skip concatenations) trained on the synthetic scenes"),
+    ("fcn32s_demo", "semantic", "semantic_demo", "FCN_SKIP_DEMO_INPUT",
+     "FCN-32s (FCN paper) on a small ResNet, trained on the synthetic scenes"),
+    ("fcn16s_demo", "semantic", "semantic_demo", "FCN_SKIP_DEMO_INPUT",
+     "FCN-16s (FCN paper, stride-16 skip), initialised from FCN-32s"),
+    ("fcn8s_demo", "semantic", "semantic_demo", "FCN_SKIP_DEMO_INPUT",
+     "FCN-8s (FCN paper, stride-16 and stride-8 skips), initialised from FCN-16s"),
 )  # fmt: skip
 
 

@@ -63,7 +63,7 @@ def test_fcn_demo_structure():
     assert set(out) == {"out"} and out["out"].shape == (2, K, 64, 96)
 
 
-@pytest.mark.parametrize("name", ["maskrcnn_demo", "fcn_demo"])
+@pytest.mark.parametrize("name", ["maskrcnn_demo", "fcn_demo", "unet_demo", "fcn8s_demo"])
 def test_training_is_reproducible(name):
     sizes = [(96, 72)]
 

@@ -62,7 +62,7 @@ def test_registry_lists_all_models_with_tasks() -> None:
     assert names == [
         "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "fcn_resnet50", "fcn_resnet101",
         "deeplabv3_resnet50", "deeplabv3_resnet101", "lraspp_mobilenet_v3_large",
-        "maskrcnn_demo", "fcn_demo",
+        "maskrcnn_demo", "fcn_demo", "unet_demo", "fcn32s_demo", "fcn16s_demo", "fcn8s_demo",
     ]  # fmt: skip
     assert get_model_entry("maskrcnn_resnet50_fpn").task == "instance"
     assert get_model_entry("maskrcnn_demo").task == "instance"

@@ -44,7 +44,8 @@ def tensorrt_ops() -> set[str]:
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory) -> dict[str, Path]:
     """Exports made once for this module: demo Mask R-CNN, demo FCN (argmax), random R50
-    Mask R-CNN and random LR-ASPP (a torchvision semantic model with other operators)."""
+    Mask R-CNN, random LR-ASPP (a torchvision semantic model with other operators), and the
+    U-Net and FCN-8s demos (transposed convs, skips, concatenations)."""
     root = tmp_path_factory.mktemp("exports")
     out = {"maskrcnn_demo": root / "maskrcnn_demo"}
     printed = io.StringIO()
@@ -65,6 +66,8 @@ def exports(tmp_path_factory) -> dict[str, Path]:
         ("fcn_demo", True),
         ("maskrcnn_resnet50_fpn", False),
         ("lraspp_mobilenet_v3_large", False),
+        ("unet_demo", True),
+        ("fcn8s_demo", False),  # holds every operator of FCN-32s and 16s (one more skip each)
     ]:
         out[name] = root / name
         export_model(name, "random", out[name], argmax=argmax)

@@ -152,12 +152,14 @@ def test_configure_detection_reports_settings() -> None:
 
 
 @pytest.mark.parametrize("argmax", [False, True])
-def test_semantic_head_equals_torch_backend(argmax: bool) -> None:
-    weights = _demo_weights("fcn_demo")
-    backend = TorchBackend("fcn_demo", weights, min_size=96, max_size=160)
+# FCN-8s holds every operator of 32s and 16s (same backbone, one more skip each)
+@pytest.mark.parametrize("name", ["fcn_demo", "unet_demo", "fcn8s_demo"])
+def test_semantic_head_equals_torch_backend(name: str, argmax: bool) -> None:
+    weights = _demo_weights(name)
+    backend = TorchBackend(name, weights, min_size=96, max_size=160)
     batch, sizes = prepare_batch(_images(2, 90, 150, seed=3), backend.spec)
     ref = backend.infer(batch, sizes)
-    model = build_model(resolve_weights("fcn_demo", weights))
+    model = build_model(resolve_weights(name, weights))
     head = SemanticHead(model, argmax=argmax).eval()
     with torch.inference_mode():
         raw = head(batch)

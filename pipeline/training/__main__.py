@@ -38,13 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--fg-weight",
         type=float,
         default=FG_WEIGHT,
-        help=f"fcn_demo: cross-entropy weight of the shape classes (default {FG_WEIGHT})",
+        help=f"semantic models: cross-entropy weight of the shape classes (default {FG_WEIGHT})",
     )
     p.add_argument(
         "--init-from",
         metavar="CKPT",
         help="initialise from a checkpoint: the same model's (fine-tune) or the ResNet + FPN of "
-        "a maskrcnn_demo checkpoint (default: random)",
+        "a maskrcnn_demo checkpoint; fcn16s_demo / fcn8s_demo: an fcn32s_demo / fcn16s_demo "
+        "checkpoint (the FCN paper's stages; new skip scorers start at zero), fcn32s_demo: "
+        "also the ResNet of maskrcnn_demo / fcn_demo (default: random)",
     )
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument(

@@ -14,6 +14,17 @@ from pipeline.training.tasks import get_task
 __all__ = ["ARCHITECTURE", "write_model_card"]
 
 ARCHITECTURE = {
+    "unet_demo": (
+        "`engines.models.semantic_demo.UNet`: two 3x3 conv-BN-ReLU per level at 8/16/32/64/128/128 "
+        "channels, 2x2 max-pool (ceil mode) between levels; 2x2 stride-2 transposed conv halving "
+        "channels, concatenation with the matching encoder features, two 3x3 conv-BN-ReLU; 1x1 conv "
+        "to the classes."
+    ),
+    "fcn32s_demo": ("`engines.models.semantic_demo.FCNSkip`: TinyResNet (32/48/96/128 channels at strides 4/8/16/32), fc6/fc7 as 3x3 and 1x1 conv-BN-ReLU with 256 channels, 1x1 scorer; fixed bilinear upsampling x32 (FCN-32s)."),
+    "fcn16s_demo": ("`engines.models.semantic_demo.FCNSkip`: TinyResNet (32/48/96/128 channels at strides 4/8/16/32), fc6/fc7 as 3x3 and 1x1 conv-BN-ReLU with 256 channels, 1x1 scorer; a 2x transposed conv (bilinear init) of the stride-32 scores plus a "
+                    "zero-initialised 1x1 score of the stride-16 stage, then bilinear x16 (FCN-16s)."),
+    "fcn8s_demo": ("`engines.models.semantic_demo.FCNSkip`: TinyResNet (32/48/96/128 channels at strides 4/8/16/32), fc6/fc7 as 3x3 and 1x1 conv-BN-ReLU with 256 channels, 1x1 scorer; as FCN-16s, then the same once more with the stride-8 stage, then bilinear x8 "
+                   "(FCN-8s)."),
     "maskrcnn_demo": (
         "torchvision `MaskRCNN` with a small ResNet-style backbone (`engines.models.demo.TinyResNet`: "
         "3x3 stride-2 stem with 24 channels, then BasicBlock stages of 32/48/96/128 channels "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from engines.errors import ModelError
 from pipeline.synthetic import TRAIN_SEEDS
 from pipeline.training.checkpoints import atomic_save, save_trained
 from pipeline.training.data import (
@@ -29,7 +31,7 @@ from pipeline.training.data import (
     parse_sizes,
 )
 from pipeline.training.evaluation import evaluate_frames
-from pipeline.training.loop import init_from_checkpoint, lr_at, make_optimizer, train_steps
+from pipeline.training.loop import lr_at, make_optimizer, train_steps
 from pipeline.training.tasks import get_task
 
 __all__ = ["PROG", "run_training"]
@@ -59,7 +61,11 @@ def run_training(args: argparse.Namespace, argv: Sequence[str]) -> int:
     torch.manual_seed(args.seed)
     model = task.build()
     if args.init_from:
-        note = init_from_checkpoint(name, model, args.init_from)
+        try:  # the task decides what a checkpoint initialises (FCN-16s/8s: the paper's stages)
+            note = task.init_from(model, args.init_from)
+        except (OSError, ValueError, ModelError) as exc:
+            print(f"{PROG}: error: --init-from: {exc}", file=sys.stderr)
+            return 2
         print(f"[train] initialised {note}", flush=True)
     train_input = parse_input(args.input) if args.input else dict(task.train_input)
     optimizer = make_optimizer(model, lr, args.weight_decay)

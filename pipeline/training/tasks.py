@@ -1,9 +1,10 @@
 """The training tasks: what differs between an instance and a semantic demo model.
 
-A ``Task`` knows how to build its model (``engines.registry``), turn a batch plan into a
-loss, predict on one frame, and score predictions (``pipeline.evaluate``); the loop, the
-checkpoints, the CLI and the model cards only talk to this interface. ``get_task(name)``
-gives the task of a demo model by its registry task kind.
+A ``Task`` knows how to build its model (``engines.registry``), initialise it from a
+checkpoint, turn a batch plan into a loss, predict on one frame, and score predictions
+(``pipeline.evaluate``); the loop, the checkpoints, the CLI and the model cards only talk to
+this interface. ``get_task(name)`` gives the task of a demo model by its registry task kind
+(``FCNSkipTask`` for the FCN-32s/16s/8s, whose initialisation follows the FCN paper).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,15 +20,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.models import demo
+from engines.models import demo, semantic_demo
+from engines.models.semantic_demo import FCN_SKIP_MODELS, init_from_coarser
 from engines.registry import get_model_entry, list_models
 from engines.transform import batch_images
+from engines.weights import resolve_weights
 from pipeline.evaluate import evaluate_instances, evaluate_semantic, frame_record
 from pipeline.synthetic import CLASS_NAMES, SceneFrame
 from pipeline.synthetic.coco import coco_dataset
 from pipeline.training.data import Plan, image_tensor, instance_batch, model_input, semantic_batch
 
-__all__ = ["FG_WEIGHT", "MODELS", "InstanceTask", "SemanticTask", "Task", "TrainDefaults", "get_task"]
+__all__ = [
+    "FG_WEIGHT",
+    "MODELS",
+    "FCNSkipTask",
+    "InstanceTask",
+    "SemanticTask",
+    "Task",
+    "TrainDefaults",
+    "get_task",
+]
 
 FG_WEIGHT = 2.0  # semantic cross-entropy weight of the shape classes (background 1)
 # Training render sizes. The model input is resized from them (shorter side 320), so the
@@ -69,6 +82,16 @@ class Task(abc.ABC):
     def build(self, num_classes: int = len(CLASS_NAMES)) -> nn.Module:
         """The architecture with random initialisation (the global torch RNG)."""
         return self.entry.build(num_classes)
+
+    def init_from(self, model: nn.Module, ckpt_path: str | Path) -> str:
+        """Initialise ``model`` from a checkpoint (``--init-from``); returns a note for the log.
+
+        Default: all weights of the same model (fine-tuning), else the ResNet + FPN of a
+        maskrcnn_demo checkpoint (``pipeline.training.loop.init_from_checkpoint``).
+        """
+        from pipeline.training.loop import init_from_checkpoint  # the loop imports this module
+
+        return init_from_checkpoint(self.model_name, model, ckpt_path)
 
     def prepare_training(self, model: nn.Module, input_size: dict[str, int]) -> None:  # noqa: B027
         """Set what the model itself resizes to while training (default: nothing)."""
@@ -214,6 +237,51 @@ class SemanticTask(Task):
         }
 
 
+class FCNSkipTask(SemanticTask):
+    """FCN-32s / 16s / 8s: a semantic task whose ``--init-from`` follows the FCN paper.
+
+    The paper trains 32s first, then 16s from it, then 8s from 16s, the new skip scorers
+    zero-initialised (``engines.models.semantic_demo.init_from_coarser``). Its 32s starts
+    from a pretrained classifier; here the analogue is the small ResNet of a trained
+    maskrcnn_demo or fcn_demo checkpoint (same body, trained on the same scenes).
+    """
+
+    def init_from(self, model: nn.Module, ckpt_path: str | Path) -> str:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        source = ckpt.get("model") if isinstance(ckpt, dict) else None
+        if source in FCN_SKIP_MODELS:
+            if FCN_SKIP_MODELS[source] > FCN_SKIP_MODELS[self.model_name]:
+                raise ValueError(
+                    f"cannot initialise {self.model_name} from the finer {source} "
+                    f"({ckpt_path}): use fcn32s_demo for fcn16s_demo, fcn16s_demo for fcn8s_demo"
+                )
+            # engines.weights reads it as the pipeline would (format, class names, shapes)
+            new = init_from_coarser(model, resolve_weights(source, str(ckpt_path)).state_dict)
+            layers = sorted({k.rsplit(".", 1)[0] for k in new})
+            added = f"; new: {', '.join(layers)} (bilinear / zero init)" if layers else ""
+            return f"all {source} weights from {ckpt_path}{added}"
+        if source in ("maskrcnn_demo", "fcn_demo"):
+            copied = _copy_resnet_body(model.backbone, ckpt["state_dict"])
+            return f"{copied} ResNet body tensors of {source} from {ckpt_path}"
+        raise ValueError(
+            f"{ckpt_path} holds {source!r}; {self.model_name} initialises from an FCN-32s/16s "
+            "checkpoint (the paper's stages) or the ResNet of maskrcnn_demo / fcn_demo"
+        )
+
+
+def _copy_resnet_body(body: nn.Module, state: dict[str, torch.Tensor]) -> int:
+    """Copy a checkpoint's ``TinyResNet`` tensors (found by its stem) into ``body``."""
+    stems = [k for k in state if k.endswith("stem.0.weight")]
+    if len(stems) != 1:
+        raise ValueError(f"expected one TinyResNet in the checkpoint, found {len(stems)}")
+    prefix = stems[0][: -len("stem.0.weight")]
+    own = body.state_dict()
+    picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    picked = {k: v for k, v in picked.items() if k in own and own[k].shape == v.shape}
+    body.load_state_dict(picked, strict=False)
+    return len(picked)
+
+
 def set_input_size(model: nn.Module, input_size: dict[str, int]) -> None:
     """Set a Mask R-CNN's built-in resize (no-op for models whose input is resized outside)."""
     transform = getattr(model, "transform", None)
@@ -223,11 +291,19 @@ def set_input_size(model: nn.Module, input_size: dict[str, int]) -> None:
 
 
 _KINDS: dict[str, type[Task]] = {"instance": InstanceTask, "semantic": SemanticTask}
+_FCN_SKIP_INPUT = semantic_demo.FCN_SKIP_DEMO_TRAIN_INPUT
 # The trainable models: the registry's demo family, with their schedules and training sizes.
+# fcn16s / fcn8s continue from a trained coarser net (--init-from), hence fewer steps at a
+# lower rate, as in the FCN paper's staged training.
 _SETTINGS: dict[str, tuple[TrainDefaults, dict[str, int]]] = {
     "maskrcnn_demo": (TrainDefaults(2500, 4, 2e-3), demo.MASKRCNN_DEMO_TRAIN_INPUT),
     "fcn_demo": (TrainDefaults(2500, 6, 3e-3), demo.FCN_DEMO_TRAIN_INPUT),
+    "unet_demo": (TrainDefaults(2500, 6, 3e-3), semantic_demo.UNET_DEMO_TRAIN_INPUT),
+    "fcn32s_demo": (TrainDefaults(2500, 6, 3e-3), _FCN_SKIP_INPUT),
+    "fcn16s_demo": (TrainDefaults(1000, 6, 5e-4), _FCN_SKIP_INPUT),
+    "fcn8s_demo": (TrainDefaults(1000, 6, 5e-4), _FCN_SKIP_INPUT),
 }
+_TASK_CLASSES: dict[str, type[Task]] = dict.fromkeys(FCN_SKIP_MODELS, FCNSkipTask)
 MODELS = tuple(n for n in list_models() if n in _SETTINGS)
 
 
@@ -238,4 +314,5 @@ def get_task(model: str | Task) -> Task:
     if model not in _SETTINGS:
         raise ValueError(f"unknown model {model!r} (choose from {', '.join(MODELS)})")
     defaults, train_input = _SETTINGS[model]
-    return _KINDS[get_model_entry(model).task](model, defaults, train_input)
+    cls = _TASK_CLASSES.get(model) or _KINDS[get_model_entry(model).task]
+    return cls(model, defaults, train_input)
