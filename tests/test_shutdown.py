@@ -137,6 +137,8 @@ BAD_INPUTS = [
     ("corrupt file", lambda t: ["--source", str(_corrupt_file(t))], "cannot open video"),
     ("unknown scheme", lambda t: ["--source", "gopher://x"], "unknown source scheme 'gopher://'"),
     ("unknown model", lambda t: ["--model", "resnet9000"], "unknown model 'resnet9000'"),
+    ("no demo weights", lambda t: ["--model", "lraspp_mobilenet_v3_large", "--weights", "demo"],
+     "no demo weights for lraspp_mobilenet_v3_large"),
     ("bad weights file", lambda t: ["--weights", str(t / "w.pt")], "w.pt"),
     ("bad batch size", lambda t: ["--batch-size", "0"], "batching.batch_size"),
     ("remote bind", lambda t: ["--publish", "tcp://0.0.0.0:5999"], "not a loopback address"),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.registry import get_model_entry
+from engines.weights import demo_weights_path
 from pipeline.config import HOPS, PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.output_paths import check_output_paths
@@ -38,6 +39,13 @@ def check_before_start(config: PipelineConfig) -> None:
             raise ConfigError(f"{key}: '{path}' does not exist")
     check_output_paths(config)  # a bad path fails now, not once the model has loaded
     get_model_entry(config.model.name)  # unknown model: fail before anything starts
+    if config.model.weights == "demo" and not demo_weights_path(config.model.name).is_file():
+        # a registered demo model whose checkpoint was never trained: say so now, once
+        raise ConfigError(
+            f"model.weights: no demo weights for {config.model.name} "
+            f"({demo_weights_path(config.model.name)} does not exist; train them with "
+            f"python -m pipeline.training --model {config.model.name}, or use --weights random or a checkpoint)"
+        )
 
 
 def probe_streams(config: PipelineConfig) -> list[SourceInfo]:
