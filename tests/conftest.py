@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from engines.engine_cache import CACHE_ENV
 from pipeline.config import PipelineConfig, config_from_dict
 from pipeline.transport.shm import NAME_PREFIX, SHM_DIR
 
@@ -94,6 +96,16 @@ def leftovers() -> list[str]:
         if ppid == "1" and not stat.startswith("Z") and "segstream: " in args:
             found.append(line)
     return found
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory) -> Iterator[Path]:
+    """A cache root (``SEGSTREAM_CACHE``) of the test module's own: exports and engines it
+    makes are shared by its tests and by no other module's."""
+    root = tmp_path_factory.mktemp("segstream-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(root))
+        yield root
 
 
 @pytest.fixture(autouse=True, scope="session")

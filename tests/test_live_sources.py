@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from itertools import pairwise
 from pathlib import Path
@@ -82,6 +83,14 @@ def take(frames, n: int, timeout: float = 20.0) -> list:
             break
         assert time.monotonic() < deadline, f"only {len(out)} of {n} frames within {timeout} s"
     return out
+
+
+def open_stream(rtsp: RtspServer, reconnect: ReconnectPolicy = FAST) -> tuple[Recorder, StreamSource, Iterator[Frame]]:
+    """A :class:`StreamSource` on the test server, the :class:`Recorder` of its status events
+    and its frames (not started yet)."""
+    rec = Recorder()
+    src = StreamSource(rtsp.url, on_status=rec, reconnect=reconnect)
+    return rec, src, src.frames()
 
 
 def open_fds() -> int:
@@ -366,9 +375,7 @@ def test_stream_frames(rtsp: RtspServer) -> None:
 
 @needs_rtsp
 def test_stream_reconnects_after_server_kill(rtsp: RtspServer) -> None:
-    rec = Recorder()
-    src = StreamSource(rtsp.url, on_status=rec, reconnect=FAST)
-    frames = src.frames()
+    rec, src, frames = open_stream(rtsp)
     before = take(frames, 5)
     mark = len(rec.events)
     rec.on("reconnecting", 3, rtsp.start)  # the server comes back during the third wait
@@ -401,9 +408,7 @@ def test_stream_reconnects_after_server_kill(rtsp: RtspServer) -> None:
 @needs_rtsp
 def test_stream_stall_goes_offline_after_read_timeout(rtsp: RtspServer) -> None:
     """A server that stops sending without closing (SIGSTOP): the read timeout notices."""
-    rec = Recorder()
-    src = StreamSource(rtsp.url, on_status=rec, reconnect=replace(FAST, read_timeout_s=1.5))
-    frames = src.frames()
+    rec, src, frames = open_stream(rtsp, replace(FAST, read_timeout_s=1.5))
     take(frames, 3)
     rec.on("reconnecting", 1, lambda: os.kill(rtsp.proc.pid, signal.SIGCONT))
     os.kill(rtsp.proc.pid, signal.SIGSTOP)
@@ -423,9 +428,7 @@ def test_stream_stall_goes_offline_after_read_timeout(rtsp: RtspServer) -> None:
 
 @needs_rtsp
 def test_stream_no_leaks_across_restarts(rtsp: RtspServer) -> None:
-    rec = Recorder()
-    src = StreamSource(rtsp.url, on_status=rec, reconnect=FAST)
-    frames = src.frames()
+    rec, src, frames = open_stream(rtsp)
     take(frames, 3)
     samples = [(open_fds(), threading.active_count(), native_threads())]  # online, one connection
     for _ in range(3):
@@ -483,9 +486,7 @@ def test_stop_during_backoff_returns_promptly(rtsp: RtspServer) -> None:
 
 @needs_rtsp
 def test_stream_gives_up_after_max_attempts(rtsp: RtspServer) -> None:
-    rec = Recorder()
-    src = StreamSource(rtsp.url, on_status=rec, reconnect=replace(FAST, max_attempts=2, backoff_initial_s=0.05))
-    frames = src.frames()
+    rec, src, frames = open_stream(rtsp, replace(FAST, max_attempts=2, backoff_initial_s=0.05))
     take(frames, 2)
     rtsp.kill()
     with pytest.raises(SourceError, match=r"offline: gave up after 2 reconnect attempts \(last error: .*refused"):
@@ -496,9 +497,7 @@ def test_stream_gives_up_after_max_attempts(rtsp: RtspServer) -> None:
 
 @needs_rtsp
 def test_stream_size_change_keeps_first_size(rtsp: RtspServer) -> None:
-    rec = Recorder()
-    src = StreamSource(rtsp.url, on_status=rec, reconnect=FAST)
-    frames = src.frames()
+    rec, src, frames = open_stream(rtsp)
     take(frames, 2)
 
     def smaller() -> None:

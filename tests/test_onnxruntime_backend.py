@@ -20,7 +20,7 @@ from engines.backends.onnxruntime_backend import (
     eval_dim,
     select_providers,
 )
-from engines.engine_cache import CACHE_ENV, onnx_cache_dir
+from engines.engine_cache import onnx_cache_dir
 from engines.registry import get_model_entry
 from engines.transform import batch_images, prepare_batch, prepare_image
 from engines.weights import demo_weights_path
@@ -34,14 +34,6 @@ DEMO_OPTS = {"min_size": 160, "max_size": 224, "box_score_thresh": 0.01}
 
 def _demo(name: str) -> str:
     return "demo" if demo_weights_path(name).is_file() else "random"
-
-
-@pytest.fixture(scope="module")
-def cache_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("segstream-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CACHE_ENV, str(root))
-        yield root
 
 
 def scene(h: int, w: int, seed: int) -> np.ndarray:
@@ -133,11 +125,13 @@ def test_instance_parity_with_pytorch(cache_root, name, opts) -> None:
         assert float(out.mask_probs.min()) >= 0 and float(out.mask_probs.max()) <= 1
 
 
-def test_semantic_parity_with_pytorch(cache_root) -> None:
-    weights = _demo("fcn_demo")
+# FCN-8s holds every operator of 32s and 16s (same backbone, one more skip each)
+@pytest.mark.parametrize("name", ["fcn_demo", "unet_demo", "fcn8s_demo"])
+def test_semantic_parity_with_pytorch(cache_root, name) -> None:
+    weights = _demo(name)
     opts = {"min_size": 128, "max_size": 192}
-    ref_backend = create_backend("fcn_demo", weights, backend="pytorch", **opts)
-    ort_backend = create_backend("fcn_demo", weights, backend="onnxruntime", **opts)
+    ref_backend = create_backend(name, weights, backend="pytorch", **opts)
+    ort_backend = create_backend(name, weights, backend="onnxruntime", **opts)
     assert ort_backend.manifest["argmax"] is True  # the argmax runs inside the graph
     frames = [scene(120, 200, 5), scene(150, 150, 6)]
     batch, sizes = prepare_batch(frames, ref_backend.spec)

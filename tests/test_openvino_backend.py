@@ -24,7 +24,7 @@ from engines.backends.openvino_backend import (  # noqa: E402
     openvino_available,
     openvino_device,
 )
-from engines.engine_cache import CACHE_ENV, onnx_cache_dir  # noqa: E402
+from engines.engine_cache import onnx_cache_dir  # noqa: E402
 from engines.transform import prepare_batch  # noqa: E402
 from pipeline.errors import ModelError  # noqa: E402
 from pipeline.evaluate import evaluate_instances, evaluate_semantic  # noqa: E402
@@ -41,14 +41,6 @@ CALIBRATION_SEED = 3000  # the seed DEFAULT_CALIBRATION_SOURCE renders
 EVAL_SCENES = {(640, 480): (12, 13), (427, 320): (22, 23)}
 EVAL_FRAMES = range(15, 600, 60)  # 10 frames per scene, 2 s apart
 INT8_CALIBRATION_FRAMES = 32
-
-
-@pytest.fixture(scope="module")
-def cache_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("segstream-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CACHE_ENV, str(root))
-        yield root
 
 
 def calibration_frames(uri: str = DEFAULT_CALIBRATION_SOURCE):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -52,40 +54,40 @@ def _random_crop(rng: np.random.Generator, h: int, w: int) -> MaskCrop:
     return MaskCrop(x0=x0, y0=y0, mask=_random_mask(rng, y1 - y0, x1 - x0))
 
 
-def test_encode_mask_matches_pycocotools() -> None:
-    rng = np.random.default_rng(0)
+def _cases(seed: int, large_reps: int) -> Iterator[tuple[np.random.Generator, int, int]]:
+    """``(rng, h, w)`` per case: 40 for each of :data:`SIZES`, ``large_reps`` for the large
+    ones (over 100,000 pixels); one generator seeded ``seed`` for all; 200 cases at least."""
+    rng = np.random.default_rng(seed)
     n = 0
     for h, w in SIZES:
-        reps = 8 if h * w > 100_000 else 40
-        for _ in range(reps):
-            mask = _random_mask(rng, h, w)
-            ours = encode_mask(mask)
-            ref = _coco_encode(mask)
-            assert ours["size"] == list(ref["size"]) == [h, w]
-            assert isinstance(ours["counts"], str)
-            assert ours["counts"] == ref["counts"].decode("ascii")
-            assert area(ours) == int(mask_util.area(ref)) == int(mask.sum())
-            assert np.array_equal(decode(ours), mask)
-            assert np.array_equal(decode(ref), mask)  # bytes counts are accepted too
+        for _ in range(large_reps if h * w > 100_000 else 40):
+            yield rng, h, w
             n += 1
     assert n >= 200
+
+
+def test_encode_mask_matches_pycocotools() -> None:
+    for rng, h, w in _cases(seed=0, large_reps=8):
+        mask = _random_mask(rng, h, w)
+        ours = encode_mask(mask)
+        ref = _coco_encode(mask)
+        assert ours["size"] == list(ref["size"]) == [h, w]
+        assert isinstance(ours["counts"], str)
+        assert ours["counts"] == ref["counts"].decode("ascii")
+        assert area(ours) == int(mask_util.area(ref)) == int(mask.sum())
+        assert np.array_equal(decode(ours), mask)
+        assert np.array_equal(decode(ref), mask)  # bytes counts are accepted too
 
 
 def test_encode_crop_matches_pycocotools() -> None:
-    rng = np.random.default_rng(1)
-    n = 0
-    for h, w in SIZES:
-        reps = 10 if h * w > 100_000 else 40
-        for _ in range(reps):
-            crop = _random_crop(rng, h, w)
-            full = crop_to_full(crop, h, w)
-            ours = encode_crop(crop, h, w)
-            ref = _coco_encode(full)
-            assert ours["counts"] == ref["counts"].decode("ascii"), (h, w, crop.x0, crop.y0)
-            assert ours == encode_mask(full)
-            assert area(ours) == int(full.sum())
-            n += 1
-    assert n >= 200
+    for rng, h, w in _cases(seed=1, large_reps=10):
+        crop = _random_crop(rng, h, w)
+        full = crop_to_full(crop, h, w)
+        ours = encode_crop(crop, h, w)
+        ref = _coco_encode(full)
+        assert ours["counts"] == ref["counts"].decode("ascii"), (h, w, crop.x0, crop.y0)
+        assert ours == encode_mask(full)
+        assert area(ours) == int(full.sum())
 
 
 def test_full_height_crop_runs_join_across_columns() -> None:

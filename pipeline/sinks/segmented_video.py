@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -50,26 +50,31 @@ class SegmentedVideoWriter:
 
     ``state()`` describes the closed segments (count, frames, last pts); a writer created
     with ``resume=state`` deletes any newer, unfinished segment and carries on after them.
+
+    Args:
+        path: the joined video (segments are written beside it, see :func:`segment_path`).
+        video, video_options: what every segment is made with, passed on to
+            :class:`VideoWriter` as they are: ``width, height, fps``, then ``time_base``,
+            ``codec``, ``options``, ``pix_fmt``, ``threads``, as documented there (where
+            each segment's timestamps start, ``first_pts`` etc., is this writer's to set).
+        segment_frames: frames per segment.
+        resume: a :meth:`state` of an earlier writer of this run, to carry on after.
+        run: the run id in the segments' names (``None``: a new one).
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
-        width: int,
-        height: int,
-        fps: Fraction | float | int,
-        time_base: Fraction | None = None,
-        codec: str | None = None,
+        *video: Any,
         segment_frames: int = 32,
         resume: dict | None = None,
         run: str | None = None,
-        threads: int | None = None,
-        options: dict[str, str] | None = None,
+        **video_options: Any,
     ) -> None:
         self.path = Path(path)
         self.run = run or uuid.uuid4().hex[:8]  # the run id: names this writer's segments
-        self._args = dict(width=width, height=height, fps=fps, time_base=time_base, codec=codec, threads=threads,
-                          options=options)
+        self._video = video
+        self._video_options = video_options
         self.segment_frames = int(segment_frames)
         resume = resume or {}
         self.segments = int(resume.get("segments", 0))  # closed segments
@@ -87,10 +92,10 @@ class SegmentedVideoWriter:
         if self.path.suffix.lower() == ".avi":
             # AVI stores frame numbers, not timestamps: each segment counts from 0 and
             # join_segments lays them end to end
-            self._writer = VideoWriter(path, **self._args)
+            self._writer = VideoWriter(path, *self._video, **self._video_options)
             return
         self._writer = VideoWriter(
-            path, **self._args,
+            path, *self._video, **self._video_options,
             first_pts=self._first_pts, frame_offset=self.frames_committed, previous_pts=self._last_pts,
         )
 
@@ -134,7 +139,7 @@ class SegmentedVideoWriter:
                 self._writer = None
         parts = [segment_path(self.path, i, self.run) for i in range(self.segments)]
         if not parts:
-            VideoWriter(self.path, **self._args).close()  # an empty but valid file
+            VideoWriter(self.path, *self._video, **self._video_options).close()  # an empty but valid file
             return
         _join_into(parts, self.path)
 

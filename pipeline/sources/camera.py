@@ -27,7 +27,7 @@ import av
 
 from pipeline.sources.base import SourceError
 from pipeline.sources.live_av import ConnectError, LiveAVSource
-from pipeline.sources.reconnect import ReconnectPolicy, StatusCallback
+from pipeline.sources.live_options import live_options
 
 __all__ = ["CameraSource", "camera_device", "is_camera_device"]
 
@@ -65,15 +65,18 @@ class CameraSource(LiveAVSource):
         framerate: frames per second to ask for.
         input_format: V4L2 pixel format to ask for (``mjpeg``, ``yuyv422``, ``h264``, ...).
         av_options: extra options for FFmpeg's v4l2 input (strings).
-        reconnect: open/read timeouts and the backoff between reconnect attempts
-            (``None``: the :class:`ReconnectPolicy` defaults).
-        on_status, stream_id, wait_for_online, thread_type, thread_count: as for
-            :class:`~pipeline.sources.live_av.LiveAVSource` (a camera never "ends": its
-            end of stream always counts as an outage).
+        wait_for_online: as for :class:`~pipeline.sources.live_av.LiveAVSource`; without it
+            a missing device fails at once, before any FFmpeg call.
+        thread_count: decoder threads (``0``, the default: FFmpeg's choice).
+        reconnect, on_status, stream_id, thread_type: passed on (``live``) to
+            :class:`~pipeline.sources.live_av.LiveAVSource`, as documented there (the
+            signature shows them: :func:`~pipeline.sources.live_options.live_options`). A camera
+            never "ends": its end of stream always counts as an outage.
     """
 
     kind = "camera"
 
+    @live_options(fixed=["reconnect_on_eof"])
     def __init__(
         self,
         uri: str,
@@ -82,12 +85,9 @@ class CameraSource(LiveAVSource):
         framerate: float | str | None = None,
         input_format: str | None = None,
         av_options: dict[str, Any] | None = None,
-        reconnect: ReconnectPolicy | None = None,
-        on_status: StatusCallback | None = None,
-        stream_id: str = "0",
         wait_for_online: bool = False,
-        thread_type: str = "SLICE",
         thread_count: int = 0,
+        **live: Any,
     ) -> None:
         self.device = camera_device(uri)
         options: dict[str, str] = {}
@@ -107,13 +107,10 @@ class CameraSource(LiveAVSource):
             self._check_device()  # fail fast, before any FFmpeg call
         super().__init__(
             uri,
-            reconnect=reconnect,
-            on_status=on_status,
-            stream_id=stream_id,
             wait_for_online=wait_for_online,
             reconnect_on_eof=True,  # a camera never "ends": EOF means it went away
-            thread_type=thread_type,
             thread_count=thread_count,
+            **live,
         )
 
     def _device_problem(self) -> str | None:

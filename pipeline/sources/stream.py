@@ -38,7 +38,7 @@ from pipeline.sources.base import SourceError
 # Re-exported: these lived here before and are imported from here (the capture stage, tests).
 from pipeline.sources.frame_reader import LIVE_POLICIES, LatestFrameReader
 from pipeline.sources.live_av import LiveAVSource, redact_url
-from pipeline.sources.reconnect import ReconnectPolicy, StatusCallback
+from pipeline.sources.live_options import live_options
 
 __all__ = [
     "StreamSource",
@@ -66,14 +66,15 @@ class StreamSource(LiveAVSource):
             (``None``: on, except for ``http(s)://``, where a served file would lose its
             first frames).
         av_options: extra FFmpeg options (strings), overriding the ones above.
-        reconnect: open/read timeouts and the backoff between reconnect attempts
-            (``None``: the :class:`ReconnectPolicy` defaults).
-        on_status, stream_id, wait_for_online, reconnect_on_eof, thread_type, thread_count:
-            as for :class:`~pipeline.sources.live_av.LiveAVSource`.
+        reconnect, on_status, stream_id, wait_for_online, reconnect_on_eof, thread_type,
+            thread_count: passed on (``live``) to :class:`~pipeline.sources.live_av.
+            LiveAVSource`, as documented there (the signature shows them: :func:`~pipeline.
+            sources.live_options.live_options`).
     """
 
     kind = "stream"
 
+    @live_options()
     def __init__(
         self,
         uri: str,
@@ -81,13 +82,7 @@ class StreamSource(LiveAVSource):
         transport: str | None = None,
         low_latency: bool | None = None,
         av_options: dict[str, Any] | None = None,
-        reconnect: ReconnectPolicy | None = None,
-        on_status: StatusCallback | None = None,
-        stream_id: str = "0",
-        wait_for_online: bool = False,
-        reconnect_on_eof: bool | None = None,
-        thread_type: str = "SLICE",
-        thread_count: int | None = None,
+        **live: Any,
     ) -> None:
         uri = str(uri)
         self.scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
@@ -110,16 +105,7 @@ class StreamSource(LiveAVSource):
             options["overrun_nonfatal"] = "1"  # a full socket buffer drops data, not the stream
         options.update({str(k): str(v) for k, v in (av_options or {}).items()})
         self.av_options = options
-        super().__init__(
-            uri,
-            reconnect=reconnect,
-            on_status=on_status,
-            stream_id=stream_id,
-            wait_for_online=wait_for_online,
-            reconnect_on_eof=reconnect_on_eof,
-            thread_type=thread_type,
-            thread_count=thread_count,
-        )
+        super().__init__(uri, **live)
 
     def _open_container(self) -> Any:
         return av.open(
