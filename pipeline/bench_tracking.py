@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from fractions import Fraction
@@ -91,6 +90,10 @@ def bench_pipeline_tracking(frames: int, rounds: int, source: str | None = None)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from datetime import UTC, datetime
+
+    from pipeline.bench import commit, machine
+
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench_tracking", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="write the figures here as JSON")
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result: dict[str, Any] = {
         "command": "python -m pipeline.bench_tracking " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {__import__('os').cpu_count()} cores".strip(),
+        "machine": machine(), "commit": commit(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "tracker_ms_per_frame_1280x720": bench_tracker(),
     }
     print(f"tracker ms/frame at 1280x720 (instances: ms): {result['tracker_ms_per_frame_1280x720']}", file=sys.stderr)

@@ -135,7 +135,8 @@ def tracking_section(study: dict | None, cost: dict | None, compare: dict | None
     """The tracking figures (held-out study, tracker cost) and the supervision comparison."""
     lines: list[str] = []
     if study:
-        lines += ["## Tracking accuracy (held-out)", "", f"Command: `{study['command']}`, model `{study['model']}`; "
+        lines += ["## Tracking accuracy (held-out)", "", f"Command: `{study['command']}`, model `{study['model']}`, "
+                  f"commit `{study.get('commit')}`, {study.get('date', '')[:10]}; "
                   f"{len(study['rows'])} clips: seeds 5000-5004 × kinds default and tracking × 640x480, 800x600, "
                   "1280x720 (150 frames each). Peer: `trackers` ByteTrack on the same detections.", "",
                   "| metric | ours mean | ours worst | peer mean | peer worst | goal (ours mean) |", "|---|---|---|---|---|---|"]
@@ -150,7 +151,9 @@ def tracking_section(study: dict | None, cost: dict | None, compare: dict | None
         lines.append("")
     if cost:
         ms = cost["tracker_ms_per_frame_1280x720"]
-        lines += ["## Tracking cost", "", f"Command: `{cost['command']}` on {cost['machine']}.", "",
+        m = cost["machine"]
+        lines += ["## Tracking cost", "", f"Command: `{cost['command']}` on {m['cpu']} ({m['cores']} cores), "
+                  f"commit `{cost.get('commit')}`, {cost.get('date', '')[:10]}.", "",
                   "Tracker per frame at 1280x720: " + ", ".join(f"{n} instances {v:.2f} ms" for n, v in ms.items())
                   + " (goal ≤ 2 ms at 20)."]
         if "pipeline" in cost:
@@ -257,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = render_doc(figures, gpu, extra)
     readme = splice(Path(args.readme).read_text(), render_readme_table(figures))
     if TRACK_BEGIN in readme:
-        readme = splice(readme, "\n".join([TRACK_BEGIN, "", extra or "(no tracking figures yet)", TRACK_END]),
+        nested = re.sub(r"(?m)^## ", "### ", extra)  # inside the README's tracking section
+        readme = splice(readme, "\n".join([TRACK_BEGIN, "", nested or "(no tracking figures yet)", TRACK_END]),
                         TRACK_BEGIN, TRACK_END)
     if args.check:
         stale = [p for p, text in ((args.docs, doc), (args.readme, readme)) if Path(p).read_text() != text]

@@ -189,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    from datetime import UTC, datetime
+
+    from pipeline.bench import commit, machine
+
     result["command"] = "python -m pipeline.evaluation.tracking_study " + " ".join(argv or sys.argv[1:])
+    result.update(date=datetime.now(UTC).isoformat(timespec="seconds"), commit=commit(), machine=machine())
     text = json.dumps(result, indent=1)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
