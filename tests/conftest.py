@@ -113,3 +113,14 @@ def _private_cache(tmp_path_factory):
     """Exported ONNX graphs and engines go to a per-session cache, never the user's."""
     os.environ["SEGSTREAM_CACHE"] = str(tmp_path_factory.mktemp("segstream-cache"))
     yield
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for the test (small models train and compare reproducibly)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -21,12 +21,7 @@ K = len(CLASS_NAMES)
 TINY = {"min_size": 72, "max_size": 96}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_input_constants():
