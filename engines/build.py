@@ -96,6 +96,8 @@ class BuiltEngine:
     profiles: list[ProfileShapes]
 
 
+# Long on purpose: one engine per graph, each looked up in the cache or built and stored, with
+# the precision and profile decisions logged where they are made.
 def build_engines(
     onnx_dir: str | os.PathLike[str],
     settings: BuildSettings,

@@ -268,6 +268,7 @@ def full_suite(base: PipelineConfig, frames: int, skip: set[str], workdir: Path)
     return cases
 
 
+# Long on purpose: the CLI: arguments, then the suite's cases in the order the docs show them.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

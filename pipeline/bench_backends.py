@@ -111,6 +111,7 @@ def _measure(
     )
 
 
+# Long on purpose: one timed comparison, backend after backend, on the same prepared frames.
 def run_bench(
     model: str,
     weights: str,

@@ -76,6 +76,7 @@ class _Recorder:
         return self.runner(x)
 
 
+# Long on purpose: one NNCF calibration recipe step by step (dataset, ignored scopes, per-graph quantisation, save).
 def quantized_models(
     backend: Any,
     net: nn.Module,

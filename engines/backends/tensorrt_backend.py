@@ -175,6 +175,7 @@ class TensorRTBackend(ExportedGraphBackend):
 
     name = "tensorrt"
 
+    # Long on purpose: the backend's keyword-only options are its public signature (option discovery reads it); the body is short.
     def __init__(
         self,
         model: str,

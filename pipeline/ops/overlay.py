@@ -43,6 +43,7 @@ def _text_colour(bg: np.ndarray) -> tuple[int, int, int]:
     return (0, 0, 0) if luma > 140 else (255, 255, 255)
 
 
+# Long on purpose: masks, then boxes and labels in one pass over the instances; the label placement rules belong together.
 def draw_instances(
     image: np.ndarray,
     crops: Sequence[MaskCrop],

@@ -141,6 +141,7 @@ def _plan_chunks(heights: np.ndarray, widths: np.ndarray, chunk_pixels: int) -> 
     return chunks
 
 
+# Long on purpose: one vectorised pass over the batch; split, its dozen intermediate arrays would travel between helpers.
 def paste_masks(
     mask_probs: Tensor,
     boxes: Tensor,

@@ -145,6 +145,7 @@ class VideoWriter:
         VideoWriterError: the path cannot be written, the container or codec is unknown.
     """
 
+    # Long on purpose: the encoder's settings, each checked with its own clear error before FFmpeg sees it.
     def __init__(
         self,
         path: str | os.PathLike[str],

@@ -14,6 +14,7 @@ from pipeline.training.tasks import FG_WEIGHT, MODELS
 __all__ = ["build_parser", "main"]
 
 
+# Long on purpose: the CLI's flags, one add_argument each.
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (flags as the former ``python -m engines.train``)."""
     from pipeline import training

@@ -45,6 +45,7 @@ ARCHITECTURE = {
 }
 
 
+# Long on purpose: one Markdown document written top to bottom; splitting it would scatter the card's layout.
 def write_model_card(ckpt_path: str | Path, notes: str = "") -> Path:
     """Write ``<ckpt>.md`` (architecture, training, held-out accuracy) from a checkpoint."""
     ckpt_path = Path(ckpt_path)

@@ -44,6 +44,35 @@ def _fmt_time(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _resume(model: Any, optimizer: Any, state_path: Path, name: str) -> tuple[int, float]:
+    """(step, elapsed seconds) of a saved training state loaded into ``model`` and
+    ``optimizer``; (0, 0.0) when there is none."""
+    if not state_path.is_file():
+        return 0, 0.0
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    print(f"[train] resumed {name} from {state_path} at step {int(state['step'])}", flush=True)
+    return int(state["step"]), float(state["elapsed"])
+
+
+def _held_out_accuracy(task: Any, model: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Accuracy on the held-out frames the CLI asks for ({} with ``--eval-frames 0``)."""
+    n_eval = len(EVAL_FRAMES) if args.eval_frames is None else args.eval_frames
+    if not n_eval:
+        return {}
+    t0 = time.time()
+    frames = held_out_frames(args.eval_seed, EVAL_SIZE, EVAL_FRAMES[:n_eval])
+    accuracy = evaluate_frames(task, model, frames)
+    accuracy.update({"eval_seed": args.eval_seed, "eval_size": f"{EVAL_SIZE[0]}x{EVAL_SIZE[1]}",
+                     "eval_frames": [fr.index for fr in frames]})
+    print(f"[train] held-out accuracy ({time.time() - t0:.0f}s): {json.dumps(accuracy)}", flush=True)
+    return accuracy
+
+
+# Long on purpose: the training run in order (settings, init, resume, steps with progress and
+# checkpoints, held-out evaluation, the checkpoint's metadata); each step is a call or a few lines.
 def run_training(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Train ``args.model`` as the CLI describes (see ``__main__``); returns the exit code."""
     name = args.model
@@ -69,14 +98,7 @@ def run_training(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"[train] initialised {note}", flush=True)
     train_input = parse_input(args.input) if args.input else dict(task.train_input)
     optimizer = make_optimizer(model, lr, args.weight_decay)
-    start, elapsed = 0, 0.0
-    if args.resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start, elapsed = int(state["step"]), float(state["elapsed"])
-        print(f"[train] resumed {name} from {state_path} at step {start}", flush=True)
+    start, elapsed = _resume(model, optimizer, state_path, name) if args.resume else (0, 0.0)
 
     command = f"{PROG} " + " ".join(shlex.quote(a) for a in argv)
     print(
@@ -126,23 +148,7 @@ def run_training(args: argparse.Namespace, argv: Sequence[str]) -> int:
     task.prepare_inference(model)  # evaluate at the inference size
     print(f"[train] done in {_fmt_time(train_time)}", flush=True)
 
-    accuracy: dict[str, Any] = {}
-    n_eval = len(EVAL_FRAMES) if args.eval_frames is None else args.eval_frames
-    if n_eval:
-        t0 = time.time()
-        frames = held_out_frames(args.eval_seed, EVAL_SIZE, EVAL_FRAMES[:n_eval])
-        accuracy = evaluate_frames(task, model, frames)
-        accuracy.update(
-            {
-                "eval_seed": args.eval_seed,
-                "eval_size": f"{EVAL_SIZE[0]}x{EVAL_SIZE[1]}",
-                "eval_frames": [fr.index for fr in frames],
-            }
-        )
-        print(
-            f"[train] held-out accuracy ({time.time() - t0:.0f}s): {json.dumps(accuracy)}",
-            flush=True,
-        )
+    accuracy = _held_out_accuracy(task, model, args)
     meta = {
         "train_command": command,
         "seed": args.seed,
