@@ -156,6 +156,22 @@ class PublishStage(Stage):
         except OSError:
             pass  # already gone
 
+    def warm_up(self) -> None:
+        """Tracking: load the label font and the tracker's code paths before the first frame
+        (Pillow's font and the first labels take a noticeable moment, once)."""
+        if self.tracking is None:
+            return
+        from pipeline.ops.track_overlay import draw_tracked
+        from pipeline.tracking import StreamTracker
+
+        image = self.blank_frame()
+        h, w = image.shape[:2]
+        crop = (0, 0, np.ones((min(h, 8), min(w, 8)), bool))
+        draw_tracked(image, [crop], np.array([[0, 0, 8, 8]]), [1], [1], self.spec.class_names,
+                     self.config.output.overlay_alpha)
+        StreamTracker(self.config.tracking.params(), (h, w)).update(
+            0.0, Detections(np.array([[0.0, 0.0, 8.0, 8.0]]), np.ones(1), np.ones(1, np.int64), [Crop.of(*crop)]))
+
     def ready_info(self) -> dict:
         endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode() if self.pub is not None else None
         return {"publish_endpoint": endpoint}
