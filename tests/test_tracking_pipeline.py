@@ -16,7 +16,7 @@ from pipeline.synthetic import SyntheticScene
 from pipeline.synthetic.coco import coco_dataset
 
 FPS = 120  # faster than the model: played live, frames must be dropped
-FRAMES = 240
+FRAMES = 160
 SIZE = (320, 240)
 
 

@@ -43,6 +43,10 @@ from pipeline.transport import sockets
 PROGRESS_EVERY_S = 0.25
 
 
+def _as_float(value: Fraction | None) -> float | None:
+    return None if value is None else float(value)
+
+
 class PublishStage(Stage):
     name = "publish"
 
@@ -72,6 +76,8 @@ class PublishStage(Stage):
         # frames replayed after a restart get the very same ids
         self.tracking = RunTracking(self.config.tracking.params()) if self.plan.tracking() else None
         self._committed_tracks: dict[str, dict | None] = dict(saved.get("tracks", {}))
+        # the frame clock's fallback when a frame has no pts (looked up once, not per frame)
+        self._stream_fps = {s["id"]: _as_float(self.plan.source_info(s["id"]).fps) for s in self.plan.streams}
         for sid, state in self._committed_tracks.items():
             if self.tracking is not None:
                 self.tracking.restore(sid, state)
@@ -262,10 +268,9 @@ class PublishStage(Stage):
         labels = np.array([d["class_id"] for d in instances], dtype=np.int64)
         detections = Detections(boxes, np.array([d["score"] for d in instances], dtype=np.float64), labels,
                                 [Crop.of(x0, y0, mask) for x0, y0, mask in crops])
-        fps = self.plan.source_info(handle.stream).fps
-        assignment = self.tracking.track(handle.stream, handle.seq, handle.pts, None if handle.tb is None else Fraction(*handle.tb),
-                                  handle.capture_ns, None if fps is None else float(fps), (handle.h, handle.w),
-                                  detections)
+        assignment = self.tracking.track(handle.stream, handle.seq, handle.pts,
+                                         None if handle.tb is None else Fraction(*handle.tb), handle.capture_ns,
+                                         self._stream_fps[handle.stream], (handle.h, handle.w), detections)
         if overlay is not None:
             from pipeline.ops.track_overlay import draw_tracked
 
