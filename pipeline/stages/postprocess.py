@@ -81,7 +81,9 @@ class PostprocessStage(Stage):
         # drawn on a private copy, then stored in the slot's overlay region in one go: the
         # decoded frame stays clean for a replay, and a replayed copy rewrites the region
         # with the very same bytes while publish may be encoding it
-        image = np.array(self.frame_view(handle)) if self.draw else None
+        # (tracked instances are drawn by publish: the overlay region gets the plain frame,
+        # copied straight across below, with no private copy in between)
+        image = np.array(self.frame_view(handle)) if self.draw and not self.tracking else None
         if isinstance(message, RawInstances):
             result = instances_from_output(
                 _tensor(message.boxes, self.device),
@@ -94,9 +96,10 @@ class PostprocessStage(Stage):
             )
             self.stats["instances"] += len(result.instances)
             if image is not None:
-                if not self.tracking:
-                    draw_result(image, result, None, self.spec.class_names, self.alpha, self.palette)
+                draw_result(image, result, None, self.spec.class_names, self.alpha, self.palette)
                 self.ring.overlay(handle.slot, *frame_size)[...] = image
+            elif self.draw:
+                self.ring.overlay(handle.slot, *frame_size)[...] = self.frame_view(handle)
             instances = [
                 {"id": i.id, "class_id": i.class_id, "score": i.score, "box": list(i.box), "mask": i.rle}
                 for i in result.instances
