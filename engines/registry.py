@@ -14,8 +14,10 @@ exceed ``max_size``, see ``engines.transform``):
   and FCN-32s/16s/8s: ``UNET_DEMO_INPUT``, ``FCN_SKIP_DEMO_INPUT``), read lazily so this module
   imports before those exist; all pad to a multiple of 32 (an FPN, or four stride-2 steps).
   Their class names are the synthetic scene's classes
-  (``engines.models.demo_classes.DEMO_CLASS_NAMES``); the builders take the class count, which
-  comes from the names that travel with the weights (``len(DEMO_CLASS_NAMES)`` for random).
+  (``engines.models.demo_classes.DEMO_CLASS_NAMES``; the semantic demos of ``semantic_demo``
+  also the panoptic scenes' stuff, ``DEMO_PANOPTIC_CLASS_NAMES``); the builders take the class
+  count, which comes from the names that travel with the weights (the default names' count
+  for random weights).
 
 Mean / std are the ImageNet statistics every torchvision model here was trained with (a
 Mask R-CNN takes them from its own ``transform`` when the backend builds it).
@@ -57,8 +59,9 @@ class ModelEntry:
 
     ``builder(num_classes)`` returns the architecture with random initialisation.
     ``class_names_source`` says where default class names come from: ``"coco"`` (torchvision's
-    91 COCO categories), ``"voc"`` (21 Pascal VOC classes) or ``"synthetic"`` (the synthetic
-    scene's shape classes the demo models are trained on). ``default_weights`` is what ``weights="default"`` means.
+    91 COCO categories), ``"voc"`` (21 Pascal VOC classes), ``"synthetic"`` (the synthetic
+    scene's shape classes) or ``"synthetic_panoptic"`` (the shapes and the panoptic scenes'
+    stuff classes, for the semantic demo models trained on those scenes). ``default_weights`` is what ``weights="default"`` means.
     """
 
     name: str
@@ -67,7 +70,7 @@ class ModelEntry:
     description: str
     builder: Callable[[int], nn.Module]
     inputs: Callable[[], InputDefaults]
-    class_names_source: Literal["coco", "voc", "synthetic"]
+    class_names_source: Literal["coco", "voc", "synthetic", "synthetic_panoptic"]
     default_weights: str
 
     def build(self, num_classes: int) -> nn.Module:
@@ -105,6 +108,10 @@ class ModelEntry:
             from engines.models.demo_classes import DEMO_CLASS_NAMES
 
             return DEMO_CLASS_NAMES
+        if self.class_names_source == "synthetic_panoptic":
+            from engines.models.demo_classes import DEMO_PANOPTIC_CLASS_NAMES
+
+            return DEMO_PANOPTIC_CLASS_NAMES
         return None
 
 
@@ -176,10 +183,13 @@ def _torchvision_entry(
 def _demo_entry(
     name: str, task: Task, module: str, inputs_const: str, description: str
 ) -> ModelEntry:
-    """A demo model: ``engines.models.<module>.build_<name>``, sizes from its ``inputs_const``."""
+    """A demo model: ``engines.models.<module>.build_<name>``, sizes from its ``inputs_const``.
+
+    The semantic demos of ``semantic_demo`` learn the panoptic scenes (shapes and stuff)."""
+    classes = "synthetic_panoptic" if module == "semantic_demo" else "synthetic"
     return ModelEntry(
         name, task, "demo", description, _demo_builder(f"build_{name}", module),
-        _demo_inputs(inputs_const, 32, module), "synthetic", "demo",
+        _demo_inputs(inputs_const, 32, module), classes, "demo",
     )  # fmt: skip
 
 
@@ -202,9 +212,9 @@ _DEMO_MODELS: tuple[tuple[str, Task, str, str, str], ...] = (
      "small Mask R-CNN trained on the synthetic scenes"),
     ("fcn_demo", "semantic", "demo", "FCN_DEMO_INPUT", "small FCN trained on the synthetic scenes"),
     ("unet_demo", "semantic", "semantic_demo", "UNET_DEMO_INPUT",
-     "small U-Net (skip concatenations) trained on the synthetic scenes"),
+     "small U-Net (skip concatenations) trained on the panoptic scenes (shapes + stuff)"),
     ("fcn32s_demo", "semantic", "semantic_demo", "FCN_SKIP_DEMO_INPUT",
-     "FCN-32s (FCN paper) on a small ResNet, trained on the synthetic scenes"),
+     "FCN-32s (FCN paper) on a small ResNet, trained on the panoptic scenes"),
     ("fcn16s_demo", "semantic", "semantic_demo", "FCN_SKIP_DEMO_INPUT",
      "FCN-16s (FCN paper, stride-16 skip), initialised from FCN-32s"),
     ("fcn8s_demo", "semantic", "semantic_demo", "FCN_SKIP_DEMO_INPUT",

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engines.models.demo_classes import DEMO_CLASS_NAMES
+from engines.models.demo_classes import DEMO_CLASS_NAMES, DEMO_PANOPTIC_CLASS_NAMES
 from engines.models.semantic_demo import (
     bilinear_kernel,
     build_fcn8s_demo,
@@ -29,13 +29,13 @@ from engines.models.semantic_demo import (
 from engines.registry import get_model_entry
 from engines.weights import build_model, resolve_weights
 from pipeline import training as T
-from pipeline.synthetic import CLASS_NAMES
+from pipeline.synthetic import CLASS_NAMES, PANOPTIC_CLASS_NAMES
 from pipeline.training.__main__ import main as train_main
 from pipeline.training.run import PROG
 from pipeline.training.tasks import FG_WEIGHT, MODELS
 
 NEW = ("unet_demo", "fcn32s_demo", "fcn16s_demo", "fcn8s_demo")
-K = len(DEMO_CLASS_NAMES)
+K = len(DEMO_PANOPTIC_CLASS_NAMES)  # they learn the panoptic scenes: shapes and stuff
 TINY = {"min_size": 72, "max_size": 96}
 WEIGHTS = Path(__file__).resolve().parents[1] / "engines" / "weights"
 HAS_TRT_GPU = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
@@ -48,7 +48,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_registry_entry_and_outputs_at_input_size(name: str) -> None:
     entry = get_model_entry(name)
     assert (entry.task, entry.family, entry.default_weights) == ("semantic", "demo", "demo")
-    assert entry.default_class_names() == DEMO_CLASS_NAMES == CLASS_NAMES
+    assert entry.default_class_names() == DEMO_PANOPTIC_CLASS_NAMES == PANOPTIC_CLASS_NAMES
+    assert DEMO_PANOPTIC_CLASS_NAMES[: len(DEMO_CLASS_NAMES)] == CLASS_NAMES  # the shapes keep their ids
     d = entry.input_defaults()
     assert (d.min_size, d.max_size, d.size_divisible) == (320, 640, 32)
     assert name in MODELS  # trainable with python -m pipeline.training
@@ -169,7 +170,8 @@ def test_cli_trains_fcn_32s_16s_8s_in_stages_and_the_unet(tmp_path, capsys) -> N
     assert "new: score_pool3, upscore_pool4" in log
     for name, path in paths.items():  # the pipeline's loader reads what training wrote
         loaded = resolve_weights(name, str(path))
-        assert tuple(loaded.class_names) == CLASS_NAMES and not loaded.untrained
+        assert tuple(loaded.class_names) == PANOPTIC_CLASS_NAMES and not loaded.untrained
+        assert loaded.meta["scene_kinds"] == ["panoptic"]
         assert loaded.meta["train_command"].startswith(f"{PROG} --model {name}")
         assert not build_model(loaded).training
     meta = {name: resolve_weights(name, str(path)).meta for name, path in paths.items()}
@@ -211,3 +213,16 @@ def test_tensorrt_parity_with_pytorch(name: str, tmp_path, monkeypatch) -> None:
     batch, sizes = prepare_batch([scene(120, 200, 5)], ref.spec, "cuda")
     a, b = ref.infer(batch, sizes)[0], trt.infer(batch, sizes)[0]
     assert float((a.class_map == b.class_map).float().mean()) >= 0.995
+
+
+def test_scene_kinds_alternate_by_a_fixed_rule_and_bad_kinds_fail(capsys) -> None:
+    from pipeline.training.data import batch_plan, scene_kind_of
+
+    plan = batch_plan(0, 3, 6, [(96, 72)])
+    assert batch_plan(0, 3, 6, [(96, 72)]) == plan  # the kinds draw nothing from the generator
+    kinds = [scene_kind_of(("panoptic", "default"), s, i) for s, i, _ in plan]
+    assert kinds == [("panoptic", "default")[(s + i) % 2] for s, i, _ in plan]
+    assert scene_kind_of("default", 5, 6) == "default"
+    with pytest.raises(SystemExit) as err:
+        train_main(["--model", "maskrcnn_demo", "--out", "x.pt", "--scenes", "default,forest"])
+    assert err.value.code == 2 and "scene kinds must be among" in capsys.readouterr().err

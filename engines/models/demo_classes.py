@@ -17,3 +17,10 @@ DEMO_CLASS_NAMES: tuple[str, ...] = (
     "ring",
     "cross",
 )
+
+# The panoptic scenes' amorphous background ("stuff") classes, appended after the shapes:
+# class id ``len(DEMO_CLASS_NAMES) + k`` is ``DEMO_STUFF_NAMES[k]``. The semantic demo models
+# trained on those scenes (U-Net, FCN-32s/16s/8s) label every pixel with one of
+# ``DEMO_PANOPTIC_CLASS_NAMES``; background 0 is then the void of the panoptic scenes (none).
+DEMO_STUFF_NAMES: tuple[str, ...] = ("sky", "wall", "grass", "road", "water")
+DEMO_PANOPTIC_CLASS_NAMES: tuple[str, ...] = DEMO_CLASS_NAMES + DEMO_STUFF_NAMES

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from engines.models.demo_classes import DEMO_STUFF_NAMES
 from pipeline.synthetic.shapes import CLASS_NAMES, NUM_CLASSES
 from pipeline.synthetic.style import seed_entropy
 
@@ -41,7 +42,7 @@ __all__ = [
     "stuff_picture",
 ]
 
-STUFF_NAMES: tuple[str, ...] = ("sky", "wall", "grass", "road", "water")
+STUFF_NAMES: tuple[str, ...] = DEMO_STUFF_NAMES  # named next to the shapes, for both layers
 FIRST_STUFF_ID = NUM_CLASSES  # appended after the shapes (and background 0)
 STUFF_IDS: tuple[int, ...] = tuple(range(FIRST_STUFF_ID, FIRST_STUFF_ID + len(STUFF_NAMES)))
 PANOPTIC_CLASS_NAMES: tuple[str, ...] = CLASS_NAMES + STUFF_NAMES

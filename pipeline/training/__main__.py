@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint (the FCN paper's stages; new skip scorers start at zero), fcn32s_demo: "
         "also the ResNet of maskrcnn_demo / fcn_demo (default: random)",
     )
+    p.add_argument(
+        "--scenes",
+        type=_scene_kinds,
+        default=None,
+        metavar="KIND[,KIND]",
+        help="synthetic scene kinds the batches are drawn from, e.g. default,panoptic (a fixed "
+        "rule alternates them per image); the first is the held-out headline (default: the "
+        "model's own: panoptic for the U-Net and FCN-32s/16s/8s, else default)",
+    )
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument(
         "--threads",
@@ -77,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--save-results", help="with --evaluate: where to write the results JSON lines")
     return p
+
+
+def _scene_kinds(text: str) -> list[str]:
+    from pipeline.synthetic import KINDS
+
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in KINDS]
+    if not kinds or bad:
+        raise argparse.ArgumentTypeError(f"scene kinds must be among {', '.join(KINDS)}, got {text!r}")
+    return kinds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,10 +33,16 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_trained(path: Path, model_name: str, model: nn.Module, meta: dict[str, Any]) -> Path:
+def save_trained(
+    path: Path,
+    model_name: str,
+    model: nn.Module,
+    meta: dict[str, Any],
+    class_names: tuple[str, ...] = CLASS_NAMES,
+) -> Path:
     """Write the trained model as a segstream checkpoint (atomically); returns ``path``."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    tmp = save_checkpoint(_tmp(path), model_name, state, CLASS_NAMES, meta)
+    tmp = save_checkpoint(_tmp(path), model_name, state, class_names, meta)
     os.replace(tmp, path)
     return path
 

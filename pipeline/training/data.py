@@ -1,7 +1,8 @@
 """Training data: batches rendered from the synthetic scenes, deterministically.
 
-Every step renders its batch from ``pipeline.synthetic.SyntheticScene`` with scene seeds
-drawn from ``TRAIN_SEEDS`` (1000..1999) and frame indices 0..3599, chosen by a random
+Every step renders its batch from ``pipeline.synthetic.SyntheticScene`` (of the model's scene
+kind: ``default`` for the Mask R-CNN and ``fcn_demo``, ``panoptic`` — shapes in front of
+stuff — for the U-Net and FCN-32s/16s/8s) with scene seeds drawn from ``TRAIN_SEEDS`` (1000..1999) and frame indices 0..3599, chosen by a random
 generator seeded with ``(seed, step)``; no augmentation. Held-out evaluation uses scene seed
 ``EVAL_SEED`` (7), never used in training. Frames become model inputs through
 ``engines.transform`` (the pipeline's own transform), so training sees what inference sees.
@@ -84,30 +85,42 @@ def batch_plan(seed: int, step: int, batch_size: int, sizes: Sequence[tuple[int,
     return plan
 
 
-_SCENES: dict[tuple[int, int, int], SyntheticScene] = {}
+_SCENES: dict[tuple[int, int, int, str], SyntheticScene] = {}
 
 
-def render(scene_seed: int, index: int, size: tuple[int, int]) -> SceneFrame:
-    """Frame ``index`` of scene ``scene_seed`` at ``size`` (scenes are cached: tracks are
-    generated once per scene, not once per frame)."""
-    key = (scene_seed, size[0], size[1])
+def scene_kind_of(kinds: str | Sequence[str], scene_seed: int, index: int) -> str:
+    """The scene kind of one training image: ``kinds`` itself, or one of several chosen by
+    ``(scene_seed + index)`` (a fixed rule that leaves the batch generator's draws as they
+    are, so single-kind training reproduces its checkpoints)."""
+    if isinstance(kinds, str):
+        return kinds
+    return kinds[(int(scene_seed) + int(index)) % len(kinds)]
+
+
+def render(scene_seed: int, index: int, size: tuple[int, int], kind: str = "default") -> SceneFrame:
+    """Frame ``index`` of scene ``(scene_seed, kind)`` at ``size`` (scenes are cached: tracks
+    are generated once per scene, not once per frame)."""
+    key = (scene_seed, size[0], size[1], kind)
     scene = _SCENES.get(key)
     if scene is None:
         if len(_SCENES) > 256:
             _SCENES.clear()
-        scene = _SCENES[key] = SyntheticScene(scene_seed, size[0], size[1])
+        scene = _SCENES[key] = SyntheticScene(scene_seed, size[0], size[1], kind=kind)
     return scene.frame(index)
 
 
 def held_out_frames(
-    seed: int = EVAL_SEED, size: tuple[int, int] = EVAL_SIZE, indices: Sequence[int] = EVAL_FRAMES
+    seed: int = EVAL_SEED,
+    size: tuple[int, int] = EVAL_SIZE,
+    indices: Sequence[int] = EVAL_FRAMES,
+    kind: str = "default",
 ) -> list[SceneFrame]:
-    """Frames ``indices`` of held-out scene ``seed`` at ``size`` (never a training seed)."""
+    """Frames ``indices`` of held-out scene ``(seed, kind)`` at ``size`` (never a training seed)."""
     if seed in TRAIN_SEEDS:
         raise ValueError(
             f"seed {seed} is a training seed; held-out seeds are outside {TRAIN_SEEDS}"
         )
-    scene = SyntheticScene(seed, size[0], size[1])
+    scene = SyntheticScene(seed, size[0], size[1], kind=kind)
     return [scene.frame(i) for i in indices]
 
 
@@ -148,11 +161,13 @@ def pad_labels(labels: list[torch.Tensor], divisible: int = 32) -> torch.Tensor:
     return out
 
 
-def instance_batch(plan: Plan) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+def instance_batch(
+    plan: Plan, kind: str | Sequence[str] = "default"
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     """Images in [0, 1] (a Mask R-CNN resizes and normalises them itself) and their targets."""
     images, targets = [], []
     for scene_seed, index, size in plan:
-        fr = render(scene_seed, index, size)
+        fr = render(scene_seed, index, size, scene_kind_of(kind, scene_seed, index))
         images.append(image_tensor(fr.image))
         targets.append(
             {
@@ -165,12 +180,16 @@ def instance_batch(plan: Plan) -> tuple[list[torch.Tensor], list[dict[str, torch
 
 
 def semantic_batch(
-    plan: Plan, input_size: dict[str, int], mean: Sequence[float], std: Sequence[float]
+    plan: Plan,
+    input_size: dict[str, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    kind: str | Sequence[str] = "default",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded model inputs [B, 3, H, W] and class maps [B, H, W] at model-input size."""
     xs, ys = [], []
     for scene_seed, index, size in plan:
-        fr = render(scene_seed, index, size)
+        fr = render(scene_seed, index, size, scene_kind_of(kind, scene_seed, index))
         x = model_input(fr.image, input_size, mean, std)
         y = torch.from_numpy(fr.class_map)
         if tuple(y.shape) != tuple(x.shape[1:]):

@@ -63,10 +63,15 @@ def _held_out_accuracy(task: Any, model: Any, args: argparse.Namespace) -> dict[
     if not n_eval:
         return {}
     t0 = time.time()
-    frames = held_out_frames(args.eval_seed, EVAL_SIZE, EVAL_FRAMES[:n_eval])
-    accuracy = evaluate_frames(task, model, frames)
-    accuracy.update({"eval_seed": args.eval_seed, "eval_size": f"{EVAL_SIZE[0]}x{EVAL_SIZE[1]}",
-                     "eval_frames": [fr.index for fr in frames]})
+    accuracy: dict[str, Any] = {}
+    for kind in reversed(task.scene_kinds):  # the first kind's figures are the headline ones
+        frames = held_out_frames(args.eval_seed, EVAL_SIZE, EVAL_FRAMES[:n_eval], kind)
+        scores = evaluate_frames(task, model, frames)
+        scores.update({"eval_seed": args.eval_seed, "eval_size": f"{EVAL_SIZE[0]}x{EVAL_SIZE[1]}",
+                       "eval_frames": [fr.index for fr in frames], "scene_kind": kind})
+        if len(task.scene_kinds) > 1:
+            accuracy.setdefault("by_scene_kind", {})[kind] = dict(scores)
+        accuracy.update(scores)
     print(f"[train] held-out accuracy ({time.time() - t0:.0f}s): {json.dumps(accuracy)}", flush=True)
     return accuracy
 
@@ -77,6 +82,8 @@ def run_training(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Train ``args.model`` as the CLI describes (see ``__main__``); returns the exit code."""
     name = args.model
     task = get_task(name)
+    if args.scenes:
+        task.scene_kinds = tuple(args.scenes)
     d = task.defaults
     steps = args.steps or d.steps
     batch_size = args.batch_size or d.batch_size
@@ -152,7 +159,8 @@ def run_training(args: argparse.Namespace, argv: Sequence[str]) -> int:
     meta = {
         "train_command": command,
         "seed": args.seed,
-        "data_seed": f"scene seeds {TRAIN_SEEDS.start}..{TRAIN_SEEDS.stop - 1}, frames 0..{TRAIN_FRAMES - 1}, "
+        "scene_kinds": list(task.scene_kinds),
+        "data_seed": f"{'+'.join(task.scene_kinds)} scene seeds {TRAIN_SEEDS.start}..{TRAIN_SEEDS.stop - 1}, frames 0..{TRAIN_FRAMES - 1}, "
         f"batches drawn with numpy default_rng([{args.seed}, step])",
         "steps": steps,
         "batch_size": batch_size,
@@ -168,7 +176,7 @@ def run_training(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "torch": str(torch.__version__),  # a plain str: loadable with weights_only=True
         "accuracy": accuracy,
     }
-    save_trained(out, name, model, meta)
+    save_trained(out, name, model, meta, task.class_names)
     print(f"[train] wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", flush=True)
     if not args.keep_state and state_path.is_file():
         state_path.unlink()

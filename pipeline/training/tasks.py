@@ -72,6 +72,13 @@ class Task(abc.ABC):
         self.entry = get_model_entry(model_name)
         self.defaults = defaults
         self.train_input = dict(train_input)
+        #: the classes it learns (index = class id): the shapes, or shapes + stuff
+        self.class_names: tuple[str, ...] = self.entry.default_class_names() or CLASS_NAMES
+        #: the synthetic scene kind it trains and is held-out scored on: the models that
+        #: learn stuff see the panoptic scenes, the others the default (plain) scenes
+        self.scene_kind = "panoptic" if len(self.class_names) > len(CLASS_NAMES) else "default"
+        #: the kinds its batches are drawn from (``--scenes``; default: ``scene_kind``)
+        self.scene_kinds: tuple[str, ...] = (self.scene_kind,)
 
     @property
     def inference_input(self) -> dict[str, int]:
@@ -79,9 +86,10 @@ class Task(abc.ABC):
         d = self.entry.input_defaults()
         return {"min_size": d.min_size, "max_size": d.max_size}
 
-    def build(self, num_classes: int = len(CLASS_NAMES)) -> nn.Module:
-        """The architecture with random initialisation (the global torch RNG)."""
-        return self.entry.build(num_classes)
+    def build(self, num_classes: int | None = None) -> nn.Module:
+        """The architecture with random initialisation (the global torch RNG); by default
+        for ``class_names``."""
+        return self.entry.build(num_classes or len(self.class_names))
 
     def init_from(self, model: nn.Module, ckpt_path: str | Path) -> str:
         """Initialise ``model`` from a checkpoint (``--init-from``); returns a note for the log.
@@ -121,6 +129,9 @@ class Task(abc.ABC):
         """Extra model-card lines after the accuracy table (default: none)."""
         return []
 
+    def _kinds(self) -> str | tuple[str, ...]:
+        return self.scene_kinds[0] if len(self.scene_kinds) == 1 else self.scene_kinds
+
 
 class InstanceTask(Task):
     """A torchvision Mask R-CNN: it resizes and normalises inside, and returns its losses."""
@@ -137,7 +148,7 @@ class InstanceTask(Task):
         set_input_size(model, self.inference_input)
 
     def loss(self, model, plan, input_size, fg_weight):
-        images, targets = instance_batch(plan)
+        images, targets = instance_batch(plan, self._kinds())
         losses = model(images, targets)
         total = sum(losses.values())
         return total, {k.replace("loss_", ""): float(v.detach()) for k, v in losses.items()}
@@ -158,7 +169,7 @@ class InstanceTask(Task):
 
     def record(self, model_id, seq, image, pred):
         h, w = image.shape[:2]
-        return frame_record(seq, w, h, CLASS_NAMES, instances=pred, model=model_id)
+        return frame_record(seq, w, h, self.class_names, instances=pred, model=model_id)
 
     def metrics(self, frames, records):
         res = evaluate_instances(coco_dataset(list(frames)), records)
@@ -200,7 +211,7 @@ class SemanticTask(Task):
 
     def loss(self, model, plan, input_size, fg_weight):
         d = self.entry.input_defaults()
-        x, y = semantic_batch(plan, input_size, d.image_mean, d.image_std)
+        x, y = semantic_batch(plan, input_size, d.image_mean, d.image_std, self._kinds())
         logits = model(x)["out"]
         weight = torch.full((logits.shape[1],), float(fg_weight))
         weight[0] = 1.0
@@ -222,11 +233,11 @@ class SemanticTask(Task):
 
     def record(self, model_id, seq, image, pred):
         h, w = image.shape[:2]
-        return frame_record(seq, w, h, CLASS_NAMES, class_map=pred, model=model_id)
+        return frame_record(seq, w, h, self.class_names, class_map=pred, model=model_id)
 
     def metrics(self, frames, records):
         res = evaluate_semantic(
-            {fr.index: fr.class_map for fr in frames}, records, class_names=CLASS_NAMES
+            {fr.index: fr.class_map for fr in frames}, records, class_names=self.class_names
         )
         return {
             "mean_iou": res["mean_iou"],
