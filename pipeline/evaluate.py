@@ -7,6 +7,10 @@
   class ids).
 * ``RESULTS.jsonl`` is the pipeline's ``--save-results`` file: one ``segstream.frame``
   record per line; its ``seq`` is the frame index, i.e. the COCO image id.
+* Panoptic results (``"task": "panoptic"``) are scored against ``DIR/panoptic.json`` +
+  ``DIR/panoptic/`` (``python -m pipeline.synthetic --kind panoptic``); each record's
+  ``panoptic.file_name`` is a PNG in ``RESULTS.panoptic/`` (see
+  ``pipeline.sinks.panoptic_png``).
 
 Instance results are scored with pycocotools' ``COCOeval`` (mask and box AP, AP50, AP75,
 AP small/medium/large, AR@100 and per-class AP). Semantic results are scored from one
@@ -14,9 +18,12 @@ dataset-level confusion matrix with the FCN paper's pixel accuracy, mean accurac
 and frequency-weighted IoU (``pipeline.ops.metrics``), per class too. When the instances
 carry ``track_id``, a ``"tracking"`` object adds HOTA, DetA, AssA, LocA, IDF1, IDP, IDR,
 MOTA, MOTP, IDSW, Frag (mask IoU; combined, class-averaged, class-agnostic and per class:
-see ``pipeline.evaluation.tracks``). ``--save-mots DIR`` also writes the tracked instances
-in the MOTS text format, ``DIR/<stream>.txt`` with one line per object per frame
-``frame class_id*1000+track_id class_id height width rle_counts``, masks made
+see ``pipeline.evaluation.tracks``). Panoptic results get COCO's Panoptic Quality (PQ, SQ,
+RQ for all, things and stuff, per class: ``pipeline.evaluation.panoptic``), one stream per
+file; ``--save-coco-panoptic X.json`` also writes them as a COCO panoptic prediction
+(``X.json`` + PNGs in ``X/``, panopticapi's layout). ``--save-mots DIR`` also writes the
+tracked instances in the MOTS text format, ``DIR/<stream>.txt`` with one line per object
+per frame ``frame class_id*1000+track_id class_id height width rle_counts``, masks made
 non-overlapping first (see ``pipeline.evaluation.mots``).
 
 By default every ground-truth frame counts: a frame without a prediction record counts as
@@ -70,6 +77,10 @@ __all__ = [
     "record_class_map",
 ]
 
+_COCO_PANOPTIC_HELP = (
+    "panoptic results only: also write them as a COCO panoptic prediction, PATH (.json) "
+    "plus the PNGs copied to PATH without .json (panopticapi's layout)"
+)
 _MOTS_HELP = (
     "also write the tracked instances as MOTS text, DIR/<stream>.txt: one line per object "
     "per frame, 'frame class_id*1000+track_id class_id height width rle_counts' (COCO RLE "
@@ -78,9 +89,12 @@ _MOTS_HELP = (
 
 
 def _task_of(records: list[dict[str, Any]], pred_path: str | Path) -> str:
-    tasks = {
-        str(r.get("task") or ("semantic" if r.get("semantic") else "instance")) for r in records
-    }
+    def task(r: dict[str, Any]) -> str:
+        if r.get("task"):
+            return str(r["task"])
+        return "panoptic" if r.get("panoptic") else "semantic" if r.get("semantic") else "instance"
+
+    tasks = {task(r) for r in records}
     if len(tasks) > 1:
         raise EvaluationError(f"{pred_path}: mixed tasks {sorted(tasks)}; pass --task")
     return tasks.pop()
@@ -105,13 +119,16 @@ def evaluate_dir(
     shift: int = 0,
     only_predicted: bool = False,
     save_mots: str | Path | None = None,
+    save_coco_panoptic: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a results file against a ground-truth directory (what the CLI prints).
 
     Tracking metrics (``"tracking"``) are added when the instances carry ``track_id``;
-    ``save_mots``: directory for the MOTS text files (needs ``track_id`` on every instance).
+    ``save_mots``: directory for the MOTS text files (needs ``track_id`` on every instance);
+    ``save_coco_panoptic``: JSON path for the panoptic predictions in COCO panoptic form.
     """
-    coco = load_ground_truth(gt_dir)
+    if not Path(gt_dir).is_dir():
+        raise EvaluationError(f"ground-truth directory not found: {gt_dir}")
     records = load_predictions(pred_path)
     if not records:
         raise EvaluationError(f"{pred_path}: no prediction records")
@@ -126,6 +143,20 @@ def evaluate_dir(
             raise EvaluationError(f"{pred_path}: --save-mots needs instance results, not {task}")
         paths = write_mots(records, save_mots, source=str(pred_path))
         out["mots_files"] = [str(p) for p in paths]
+    if save_coco_panoptic is not None and task != "panoptic":
+        raise EvaluationError(
+            f"{pred_path}: --save-coco-panoptic needs panoptic results, not {task}"
+        )
+    if task == "panoptic":
+        from pipeline.evaluation.panoptic_records import evaluate_panoptic_records
+
+        scores = evaluate_panoptic_records(
+            gt_dir, records, pred_path, shift=shift, only_predicted=only_predicted,
+            save_coco=save_coco_panoptic,
+        )  # fmt: skip
+        out.update(scores)
+        return out
+    coco = load_ground_truth(gt_dir)
     if task == "instance":
         out.update(evaluate_instances(coco, records, shift=shift, only_predicted=only_predicted))
         if has_track_ids(records):  # scipy is loaded only here
@@ -138,7 +169,7 @@ def evaluate_dir(
     elif task == "semantic":
         out.update(_semantic(gt_dir, coco, records, shift, only_predicted))
     else:
-        raise EvaluationError(f"unknown task {task!r} (instance, semantic or auto)")
+        raise EvaluationError(f"unknown task {task!r} (instance, semantic, panoptic or auto)")
     return out
 
 
@@ -150,12 +181,16 @@ def _parser() -> argparse.ArgumentParser:
         "track_id.",
     )
     parser.add_argument(
-        "--gt", required=True, help="ground-truth directory (instances.json, semantic/)"
+        "--gt",
+        required=True,
+        help="ground-truth directory (instances.json, semantic/; panoptic.json, panoptic/)",
     )
     parser.add_argument(
         "--pred", required=True, help="results file (JSON lines, one record per frame)"
     )
-    parser.add_argument("--task", default="auto", choices=("auto", "instance", "semantic"))
+    parser.add_argument(
+        "--task", default="auto", choices=("auto", "instance", "semantic", "panoptic")
+    )
     parser.add_argument(
         "--shift", type=int, default=0, help="compare GT frame i with record seq i + SHIFT"
     )
@@ -163,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
         "--only-predicted", action="store_true", help="score only frames that have a record"
     )
     parser.add_argument("--save-mots", metavar="DIR", help=_MOTS_HELP)
+    parser.add_argument("--save-coco-panoptic", metavar="PATH", help=_COCO_PANOPTIC_HELP)
     parser.add_argument("--indent", type=int, default=2, help="JSON indent (0 = one line)")
     return parser
 
@@ -180,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 shift=args.shift,
                 only_predicted=args.only_predicted,
                 save_mots=args.save_mots,
+                save_coco_panoptic=args.save_coco_panoptic,
             )
         for message in dict.fromkeys(str(w.message) for w in caught):  # each once
             print(f"warning: {message}", file=sys.stderr)

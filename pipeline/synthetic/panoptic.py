@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.sinks.panoptic_png import id_map_to_rgb, write_id_png  # the one writer of id PNGs
 from pipeline.synthetic.scene import SceneFrame
 from pipeline.synthetic.shapes import NUM_CLASSES
 from pipeline.synthetic.stuff import FIRST_STUFF_ID, PANOPTIC_CLASS_NAMES
@@ -101,27 +102,6 @@ def frame_panoptic(frame: SceneFrame) -> tuple[np.ndarray, list[dict[str, Any]]]
             entry["track_id"] = tracks[s - 1 - n_stuff]
         info.append(entry)
     return id_map, info
-
-
-def id_map_to_rgb(id_map: np.ndarray) -> np.ndarray:
-    """[H, W, 3] uint8 COCO panoptic colours of a segment-id map (``id = R + 256 G + 256^2 B``).
-
-    The reader (``pipeline.evaluation.panoptic.rgb_to_id_map``) is written separately, so the
-    round-trip test checks one against the other, not a function against itself."""
-    ids = np.asarray(id_map, dtype=np.uint32)
-    if ids.size and int(ids.max()) >= 1 << 24:
-        raise ValueError("segment ids must be below 2**24 to fit in an RGB PNG")
-    rgb = np.empty((*ids.shape, 3), dtype=np.uint8)
-    for c in range(3):
-        rgb[..., c] = (ids >> np.uint32(8 * c)) & np.uint32(0xFF)
-    return rgb
-
-
-def write_id_png(path: str | Path, id_map: np.ndarray) -> None:
-    """Write a segment-id map as a COCO panoptic RGB PNG."""
-    from PIL import Image
-
-    Image.fromarray(id_map_to_rgb(id_map), mode="RGB").save(path)
 
 
 class PanopticWriter:
