@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-remote", action="store_true", help="allow binding non-loopback addresses")
     parser.add_argument("--curve-secret-key", help="encrypt tcp publish with CURVE: the publisher's secret key file")
     parser.add_argument("--curve-authorized", help="CURVE: directory of authorized consumers' public keys")
-    parser.add_argument("--model", help="model name (e.g. maskrcnn_demo, fcn_demo, maskrcnn_resnet50_fpn, fcn_resnet50)")
+    parser.add_argument("--model", help="model name (e.g. maskrcnn_demo, fcn_demo, maskrcnn_resnet50_fpn, fcn_resnet50); "
+                        "INSTANCE+SEMANTIC (e.g. maskrcnn_demo+unet_demo) runs both: panoptic output")
     parser.add_argument("--weights", help="torchvision weight name (DEFAULT, COCO_V1...), checkpoint path, 'random' or 'demo'")
+    parser.add_argument("--semantic-weights", help="panoptic mode (--model A+B): the semantic model's weights, as --weights")
     parser.add_argument("--backend", help="pytorch | onnxruntime | tensorrt | auto")
     parser.add_argument("--device", help="cpu | cuda")
     parser.add_argument("--min-size", type=int, help="resize: shorter side (default: the model's)")
@@ -69,6 +71,7 @@ FLAG_TO_KEY = {
     "live_policy": "source.live_policy",
     "model": "model.name",
     "weights": "model.weights",
+    "semantic_weights": "model.semantic_weights",
     "backend": "model.backend",
     "device": "model.device",
     "min_size": "model.min_size",
@@ -91,6 +94,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Dotted config keys for the flags actually given (all flags default to SUPPRESS)."""
     given = vars(args)
     overrides = {key: given[flag] for flag, key in FLAG_TO_KEY.items() if flag in given}
+    if "model.name" in overrides:  # --model names the whole set: A (one model) or A+B (panoptic)
+        name, _, semantic = str(overrides["model.name"]).partition("+")
+        overrides["model.name"], overrides["model.semantic"] = (overrides["model.name"], None) if not semantic \
+            else (name, semantic)
     if isinstance(overrides.get("source.uri"), list) and len(overrides["source.uri"]) == 1:
         overrides["source.uri"] = overrides["source.uri"][0]
     if "output.progress" in overrides:

@@ -7,6 +7,7 @@
             print(frame.seq, [(i.class_name, i.score) for i in frame.instances])
             masks = frame.masks()          # [N, H, W] bool
             class_map = frame.class_map    # [H, W] uint8 (semantic models), else None
+            segment_map = frame.segment_map  # [H, W] uint32 (panoptic mode, with frame.segments)
 
 Only the wire format in docs/PROTOCOL.md is used: a consumer in any language can do the same.
 """
@@ -64,6 +65,8 @@ class ReceivedFrame:
     header: dict[str, Any]
     instances: list[ReceivedInstance] = field(default_factory=list)
     class_map: np.ndarray | None = None
+    segment_map: np.ndarray | None = None  # panoptic mode: [H, W] uint32 segment ids (0 = void)
+    segments: list[dict[str, Any]] = field(default_factory=list)  # ... and its segments_info
 
     def __getattr__(self, name: str) -> Any:  # header fields: seq, stream, width, pts, ...
         try:
@@ -150,6 +153,7 @@ def _check_frame(header: dict[str, Any], buffers: list[memoryview]) -> None:
         box = inst.get("box")
         _require(isinstance(box, list) and len(box) == 4 and all(map(_number, box)), f"{where}: 'box' is not 4 numbers")
         _check_rle(inst.get("mask"), height, width, where)
+    _check_panoptic(header.get("panoptic"), buffers, height, width)
     semantic = header.get("semantic")
     if semantic is None:
         return
@@ -162,6 +166,24 @@ def _check_frame(header: dict[str, Any], buffers: list[memoryview]) -> None:
     _require(_int(step) and step >= width, f"frame: semantic step {step!r} is below the width")
     _require(buffers[index].nbytes == height * step,
              f"frame: semantic buffer has {buffers[index].nbytes} bytes, {height}x{step} declared")
+
+
+def _check_panoptic(panoptic: Any, buffers: Sequence[Any], height: int, width: int) -> None:
+    """The panoptic map's description (since 1.4; absent or nil otherwise) against its buffer."""
+    if panoptic is None:
+        return
+    _require(isinstance(panoptic, dict), "frame: 'panoptic' is not a map")
+    index, step = panoptic.get("buffer"), panoptic.get("step")
+    _require(_int(index) and 0 <= index < len(buffers), f"frame: panoptic buffer {index!r} not among {len(buffers)}")
+    _require(panoptic.get("encoding") == "uint32le", f"frame: panoptic encoding {panoptic.get('encoding')!r}")
+    _require(panoptic.get("height") == height and panoptic.get("width") == width,
+             "frame: panoptic size differs from the frame's")
+    _require(_int(step) and step >= 4 * width and step % 4 == 0, f"frame: panoptic step {step!r} does not fit the width")
+    _require(buffers[index].nbytes == height * step,
+             f"frame: panoptic buffer has {buffers[index].nbytes} bytes, {height}x{step} declared")
+    info = panoptic.get("segments_info")
+    _require(isinstance(info, list) and all(isinstance(s, dict) and _int(s.get("id")) and _int(s.get("category_id"))
+                                            for s in info), "frame: panoptic 'segments_info' is not a list of segments")
 
 
 def decode_frame(frames: Sequence[Any]) -> ReceivedFrame:
@@ -197,7 +219,11 @@ def decode_frame(frames: Sequence[Any]) -> ReceivedFrame:
         )
         for d in header["instances"]
     ]
-    return ReceivedFrame(topic, header, instances, class_map)
+    segment_map, panoptic = None, header.get("panoptic")
+    if panoptic:
+        rows = np.frombuffer(buffers[panoptic["buffer"]], dtype="<u4").reshape(panoptic["height"], panoptic["step"] // 4)
+        segment_map = rows[:, : panoptic["width"]].astype(np.uint32)
+    return ReceivedFrame(topic, header, instances, class_map, segment_map, list(panoptic["segments_info"]) if panoptic else [])
 
 
 class ResultSubscriber:

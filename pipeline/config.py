@@ -170,10 +170,33 @@ class ModelConfig(_Section):
     mask_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     max_detections: int = Field(default=100, ge=1)
     seed: int = 0  # for `random` weights
+    # panoptic mode: a semantic model run on the same batches as the instance model `name`,
+    # the two fused into one segment map per frame (pipeline/panoptic.py); also written
+    # `name: maskrcnn_demo+unet_demo`. It runs on the same backend, device and threads.
+    semantic: str | None = None
+    semantic_weights: str = "demo"  # as `weights`, for the semantic model
+    # fusion: an instance more than this fraction covered by better ones is dropped
+    panoptic_overlap: float = Field(default=0.5, ge=0.0, le=1.0)
+    # fusion: fewer stuff pixels than this form no segment (None: 4096 px at 640x480, scaled
+    # to the frame's area)
+    stuff_min_area: int | None = Field(default=None, ge=0)
     # the backend's own options (precision, threads, int8 calibration, ...): see
     # BackendOptionsConfig; checked against `backend` here, so a run never starts with one
     # the backend would not take
     backend_options: BackendOptionsConfig = Field(default_factory=BackendOptionsConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_panoptic_name(cls, data: Any) -> Any:
+        """``name: a+b`` is ``name: a, semantic: b`` (the command line's ``--model a+b``)."""
+        if isinstance(data, dict) and isinstance(data.get("name"), str) and "+" in data["name"]:
+            first, _, second = data["name"].partition("+")
+            if not first or not second or "+" in second:
+                raise ValueError(f"name: expected INSTANCE_MODEL+SEMANTIC_MODEL, got {data['name']!r}")
+            if data.get("semantic") not in (None, second):
+                raise ValueError(f"name {data['name']!r} and semantic {data['semantic']!r} disagree")
+            data = {**data, "name": first, "semantic": second}
+        return data
 
     @field_validator("backend_options", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from engines.backends import AutoProbe, create_backend
-from engines.backends.base import Backend
+from engines.backends.base import Backend, ModelSpec
 from engines.backends.options import DEFAULT_CALIBRATION_FRAMES, DEFAULT_CALIBRATION_SOURCE
 from engines.outputs import InstanceOutput, SemanticOutput
 from engines.transform import batch_images
@@ -92,6 +92,22 @@ def open_backend(model: ModelConfig, probe: AutoProbe | None = None, threads: in
         seed=model.seed,
         **options,
     )
+
+
+def semantic_model_config(model: ModelConfig) -> ModelConfig | None:
+    """Panoptic mode: the ``model:`` section as it opens the semantic model (same backend,
+    device, options; its own weights and its own default input size); None otherwise."""
+    if model.semantic is None:
+        return None
+    return model.model_copy(update={"name": model.semantic, "weights": model.semantic_weights, "semantic": None,
+                                    "min_size": None, "max_size": None})
+
+
+def same_transform(a: ModelSpec, b: ModelSpec) -> bool:
+    """Whether two models take the very same input (resize, normalisation, padding), so one
+    prepared batch serves both."""
+    return (a.min_size, a.max_size, a.image_mean, a.image_std, a.size_divisible) == (
+        b.min_size, b.max_size, b.image_mean, b.image_std, b.size_divisible)
 
 
 def infer_images(

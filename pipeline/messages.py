@@ -21,8 +21,8 @@ import numpy as np
 SCHEMA_FRAME = "segstream.frame"
 SCHEMA_STATUS = "segstream.status"
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 3  # 1.1: frame results carry ``run``; 1.2: topics end with TOPIC_END;
-# 1.3: instances carry ``track_id``
+PROTOCOL_MINOR = 4  # 1.1: frame results carry ``run``; 1.2: topics end with TOPIC_END;
+# 1.3: instances carry ``track_id``; 1.4: ``panoptic`` (segment-id map, ``task`` "panoptic")
 # Ends every topic (part 0): ZeroMQ matches subscriptions by prefix, so without it a
 # subscriber to stream "1" also gets "10". NUL cannot occur in a stream id.
 TOPIC_END = b"\x00"

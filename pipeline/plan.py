@@ -14,6 +14,7 @@ from typing import Any
 
 from engines.backends.base import ModelSpec
 from pipeline.config import PipelineConfig
+from pipeline.panoptic import PanopticLabels
 from pipeline.resources import ResourcePlan, StageBudget
 from pipeline.sources.base import SourceInfo
 
@@ -40,17 +41,21 @@ class RunPlan:
     resources: dict[str, Any] = field(default_factory=dict)  # ResourcePlan.to_dict(): budget per stage
     # the planner's decisions (pipeline/planner.py): batching, commit_every, delivery, admissions
     decisions: dict[str, Any] = field(default_factory=dict)
+    semantic_spec: dict[str, Any] = field(default_factory=dict)  # panoptic mode: the semantic model's spec
 
     # -- typed views ---------------------------------------------------------------------
     def pipeline_config(self) -> PipelineConfig:
         return PipelineConfig.model_validate(self.config)
 
     def model_spec(self) -> ModelSpec:
-        data = dict(self.spec)
-        data["class_names"] = tuple(data["class_names"])
-        data["image_mean"] = tuple(data["image_mean"])
-        data["image_std"] = tuple(data["image_std"])
-        return ModelSpec(**data)
+        """The (instance, in panoptic mode) model's spec, as infer loaded it."""
+        return _spec_from_dict(self.spec)
+
+    def panoptic_labels(self) -> PanopticLabels | None:
+        """Panoptic mode: the published classes of both models (None: one model runs)."""
+        if not self.semantic_spec:
+            return None
+        return PanopticLabels.of(self.model_spec(), _spec_from_dict(self.semantic_spec))
 
     def stage_budget(self, stage: str) -> StageBudget:
         """The threads (and cores) the resource plan gives ``stage`` (one thread if unplanned)."""
@@ -96,6 +101,13 @@ class RunPlan:
     @classmethod
     def load(cls, path: str | Path) -> RunPlan:
         return cls(**json.loads(Path(path).read_text()))
+
+
+def _spec_from_dict(spec: dict[str, Any]) -> ModelSpec:
+    data = dict(spec)
+    for key in ("class_names", "image_mean", "image_std"):
+        data[key] = tuple(data[key])
+    return ModelSpec(**data)
 
 
 def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:

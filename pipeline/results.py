@@ -35,7 +35,7 @@ class FrameResult:
     width: int
     height: int
     model_id: str
-    task: str  # "instance" | "semantic"
+    task: str  # "instance" | "semantic" | "panoptic"
     class_names: list[str]
     untrained: bool = False
     pts: int | None = None
@@ -44,6 +44,29 @@ class FrameResult:
     dropped_since_last: int = 0
     instances: list[Instance] = field(default_factory=list)
     class_map: np.ndarray | None = None  # [H, W] uint8, semantic task only
+    panoptic: np.ndarray | None = None  # [H, W] uint32 segment ids (0 = void), panoptic task only
+    # the panoptic map's segments: id, category_id, isthing, score, area, bbox and (things)
+    # ``instance``, the index of the instance it came from (its track id is published)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+    def segments_info(self) -> list[dict[str, Any]]:
+        """The segments as published: COCO panoptic ``segments_info`` entries plus
+        ``class_name``, ``score`` and ``track_id`` (things of a tracked run)."""
+        out = []
+        for seg in self.segments:
+            k = seg.get("instance")
+            category = int(seg["category_id"])
+            out.append({
+                "id": int(seg["id"]),
+                "category_id": category,
+                "class_name": self.class_names[category] if 0 <= category < len(self.class_names) else str(category),
+                "isthing": bool(seg["isthing"]),
+                "score": seg.get("score"),
+                "track_id": self.instances[k].track_id if k is not None and k < len(self.instances) else None,
+                "area": int(seg["area"]),
+                "bbox": [int(v) for v in seg["bbox"]],
+            })
+        return out
 
     def _common(self) -> dict[str, Any]:
         return {
@@ -94,11 +117,31 @@ class FrameResult:
                 "unlabeled": UNLABELED,
             }
             buffers.append(np.ascontiguousarray(self.class_map, dtype=np.uint8))
+        header["panoptic"] = None
+        if self.panoptic is not None:
+            header["panoptic"] = {
+                "buffer": len(buffers),
+                "encoding": "uint32le",
+                "height": int(self.panoptic.shape[0]),
+                "width": int(self.panoptic.shape[1]),
+                "step": 4 * int(self.panoptic.shape[1]),
+                "void": 0,
+                "segments_info": self.segments_info(),
+            }
+            buffers.append(np.ascontiguousarray(self.panoptic, dtype="<u4"))
         return header, buffers
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-lines form (``--save-results``): the class map as one RLE per present class."""
+        """JSON-lines form (``--save-results``): the class map as one RLE per present class;
+        a panoptic map as its ``segments_info`` (the writer adds the PNG's ``file_name``)."""
         record = self._common()
+        record["panoptic"] = None
+        if self.panoptic is not None:
+            record["panoptic"] = {
+                "height": int(self.panoptic.shape[0]),
+                "width": int(self.panoptic.shape[1]),
+                "segments_info": self.segments_info(),
+            }
         record["semantic"] = None
         if self.class_map is not None:
             present = np.unique(self.class_map)

@@ -227,6 +227,7 @@ class Supervisor:
             self._start("infer", plan_path)
             self._wait_ready(events, ["infer"])
             plan.spec = self.stages["infer"].info["spec"]
+            plan.semantic_spec = self.stages["infer"].info.get("semantic_spec") or {}
             infer = self.stages["infer"].info
             log.info("model %s on %s (%s)", plan.spec.get("model_id"), infer.get("backend"), infer.get("selection"))
             plan.save(plan_path)
@@ -306,7 +307,7 @@ class Supervisor:
         facts = RunFacts(
             run_id=self.run_id,
             source=self.config.source.uri,
-            model=plan.spec.get("model_id"),
+            model=plan.panoptic_labels().model_id if plan.semantic_spec else plan.spec.get("model_id"),
             backend_selection=self.stages["infer"].info.get("selection"),
             device=self.config.model.device,
             batch_size=self.config.batching.batch_size,

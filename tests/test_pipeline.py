@@ -139,7 +139,7 @@ def test_subscribe_cli_prints_json_lines(tmp_path, h264_video):
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["seq"] for line in lines] == list(range(7))
     assert all(line["schema"] == "segstream.frame" for line in lines)
-    assert lines[0]["version"] == {"major": 1, "minor": 3}
+    assert lines[0]["version"] == {"major": 1, "minor": 4}
     assert all("track_id" in inst and "mask" not in inst for line in lines for inst in line["instances"])
 
 

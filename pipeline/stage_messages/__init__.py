@@ -12,8 +12,10 @@ hop                    message
 =====================  ===============================================================
 capture → preprocess   :class:`FrameHandle`: where the frame lies in the ring
 preprocess → infer     :class:`PreparedFrame`: + the model-input shape (host transform)
-infer → postprocess    :class:`RawInstances` or :class:`RawClassMap`: raw model outputs
-postprocess → publish  :class:`PostprocessedFrame`: instances, or the full-size class map
+infer → postprocess    :class:`RawInstances`, :class:`RawClassMap` or (panoptic mode, both
+                       models) :class:`RawPanoptic`: raw model outputs
+postprocess → publish  :class:`PostprocessedFrame`: instances (+ the segment-id map in
+                       panoptic mode), or the full-size class map
 every data hop         :class:`EndOfStream`, :class:`Status` (in order with the frames)
 publish → capture      :class:`SlotRelease` (endpoint ``release``)
 infer → capture        :class:`Admission` (endpoint ``admissions``, live feeds only)
@@ -44,10 +46,13 @@ from pipeline.stage_messages.frames import (
     FrameHandle,
     FrameMessage,
     InlinePixels,
-    PostprocessedFrame,
     PreparedFrame,
+)
+from pipeline.stage_messages.outputs import (
+    PostprocessedFrame,
     RawClassMap,
     RawInstances,
+    RawPanoptic,
     raw_output_from_parts,
 )
 
@@ -70,6 +75,7 @@ __all__ = [
     "PreparedFrame",
     "RawClassMap",
     "RawInstances",
+    "RawPanoptic",
     "SlotRelease",
     "Status",
     "decode",

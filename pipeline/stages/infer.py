@@ -5,7 +5,8 @@ For a file (one stream, lossless) batches are fixed by seq (frames ``k*batch_siz
 reproduces them bit for bit. For live feeds and several streams a batch closes when it holds
 ``batch_size`` frames or ``max_wait_ms`` has passed since its first frame arrived, whichever
 comes first. Results go downstream one message per frame, with the raw outputs as binary
-buffers.
+buffers. In panoptic mode a semantic model runs on every batch too, after the instance
+model, on the same frames (on the same prepared input when both take the same transform).
 """
 
 from __future__ import annotations
@@ -19,10 +20,23 @@ import torch
 
 from engines.outputs import InstanceOutput
 from engines.transform import prepare_image
-from pipeline.inference import auto_probe, infer_images, open_backend
+from pipeline.inference import (
+    auto_probe,
+    infer_images,
+    open_backend,
+    same_transform,
+    semantic_model_config,
+)
 from pipeline.plan import spec_to_dict
 from pipeline.policies.fixed_batches import FixedBatches
-from pipeline.stage_messages import Admission, EndOfStream, PreparedFrame, RawClassMap, RawInstances
+from pipeline.stage_messages import (
+    Admission,
+    EndOfStream,
+    PreparedFrame,
+    RawClassMap,
+    RawInstances,
+    RawPanoptic,
+)
 from pipeline.stages.base import Stage
 from pipeline.transport import sockets
 from pipeline.transport.shm import RingOverwriteError
@@ -40,6 +54,11 @@ class InferStage(Stage):
         self.backend = open_backend(self.config.model, probe, threads)
         self.spec = self.backend.spec
         self.device = self.backend.device
+        semantic = semantic_model_config(self.config.model)
+        # panoptic mode: the semantic model, run on the same batches (same threads: the two
+        # models take turns)
+        self.semantic = open_backend(semantic, probe, threads) if semantic is not None else None
+        self.shared_input = self.semantic is not None and same_transform(self.spec, self.semantic.spec)
         self._pinned: dict[int, torch.Tensor] = {}
         hwm = self.config.transport.queue_depth
         self.upstream = sockets.pull(self.ctx, self.plan.endpoints["infer_in"], hwm=hwm)
@@ -55,11 +74,16 @@ class InferStage(Stage):
         self.stats.update(frames_processed=0, batches=0, batch_s_max=0.0, backend=self.backend.name)
 
     def warm_up(self) -> None:
-        image = prepare_image(torch.from_numpy(self.blank_frame()), self.spec, device=self.device)
-        infer_images(self.backend, [image] * self.config.batching.batch_size)
+        for backend in (self.backend, self.semantic):
+            if backend is not None:
+                image = prepare_image(torch.from_numpy(self.blank_frame()), backend.spec, device=backend.device)
+                infer_images(backend, [image] * self.config.batching.batch_size)
 
     def ready_info(self) -> dict:
-        return {"spec": spec_to_dict(self.spec), "backend": self.backend.name, "selection": self.backend.selection}
+        info = {"spec": spec_to_dict(self.spec), "backend": self.backend.name, "selection": self.backend.selection}
+        if self.semantic is not None:
+            info["semantic_spec"] = spec_to_dict(self.semantic.spec)
+        return info
 
     def loop(self) -> None:
         if self.fixed_batch is not None:
@@ -156,17 +180,38 @@ class InferStage(Stage):
             try:
                 batch = [self.absorb_inline(message) for message in batch]
                 images = [self._model_input(message, i) for i, message in enumerate(batch)]
+                semantic_images = self._semantic_inputs(batch, images) if self.semantic is not None else None
             except RingOverwriteError:  # a capture restart rewrote the ring: drop the batch
                 self.stats["stale_dropped"] += len(batch)
                 return
             outputs, sizes = infer_images(self.backend, images)
             results = [_raw_output(message, size, out) for message, size, out in zip(batch, sizes, outputs, strict=True)]
+            if semantic_images is not None:
+                results = self._with_class_maps(results, semantic_images)
         self.stats["batches"] += 1
         self.last_batch_s = time.perf_counter() - started
         self.stats["batch_s_max"] = max(self.stats["batch_s_max"], self.last_batch_s)
         self.stats["frames_processed"] += len(batch)
         for result in results:
             self.forward(self.downstream, result)
+
+
+    def _semantic_inputs(self, batch: list[PreparedFrame], images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Panoptic mode: the semantic model's inputs (the instance model's, when both take
+        the same transform; else its own, from the frames in the slots)."""
+        if self.shared_input:
+            return images
+        return [prepare_image(torch.from_numpy(self.frame_view(m.handle)), self.semantic.spec,
+                              device=self.semantic.device) for m in batch]
+
+    def _with_class_maps(self, found: list[RawInstances], images: list[torch.Tensor]) -> list[RawPanoptic]:
+        """Panoptic mode: run the semantic model on the batch; both outputs per frame."""
+        outputs, sizes = infer_images(self.semantic, images)
+        return [
+            RawPanoptic(r.frame, r.in_size, r.boxes, r.scores, r.labels, r.mask_probs, (int(size[0]), int(size[1])),
+                        np.ascontiguousarray(out.class_map.to(torch.uint8).detach().cpu().numpy()))
+            for r, size, out in zip(found, sizes, outputs, strict=True)
+        ]
 
 
 def _raw_output(message: PreparedFrame, size: tuple[int, int], output: Any) -> RawInstances | RawClassMap:

@@ -25,6 +25,7 @@ import zmq
 from pipeline import messages
 from pipeline.policies.publish_ledger import Decision, PublishLedger
 from pipeline.results import FrameResult, Instance
+from pipeline.sinks.panoptic_png import frame_png_name, panoptic_folder, write_id_png
 from pipeline.sinks.segmented_video import SegmentedVideoWriter, stream_video_path
 from pipeline.sources.reconnect import status_message
 from pipeline.stage_messages import (
@@ -66,6 +67,8 @@ class PublishStage(Stage):
         self.pub = sockets.publisher(self.ctx, out.publish, prepare=prepare) if out.publish else None
         self.ipc_file = self._bound_ipc_file()
         self.spec = self.plan.model_spec()
+        self.panoptic = self.plan.panoptic_labels()  # panoptic mode: both models' classes
+        self.class_names = self.panoptic.class_names if self.panoptic else self.spec.class_names
         # commits fall on batch boundaries for files, so a replay re-forms whole batches
         self.commit_every = self.plan.fixed_batch_size() or 1
         saved = read_progress(self.plan.run_dir)
@@ -81,6 +84,20 @@ class PublishStage(Stage):
         for sid, state in self._committed_tracks.items():
             if self.tracking is not None:
                 self.tracking.restore(sid, state)
+        self._open_outputs(saved)
+        self.latencies_ms: list[float] = []
+        self.stats.update(frames_written=0, frames_published=0, frames_dropped=0, frames_done=0, status_events={},
+                          streams={}, duplicates_dropped=0, early_dropped=0, tracks={})
+        self.stats.update(saved.get("stats", {}))
+        self.finished = False
+        self.eos_sent: set[str] = set()  # streams whose eos status is out
+        self._committed_stats = self._stats_snapshot()
+        self._last_progress = 0.0
+
+    def _open_outputs(self, saved: dict) -> None:
+        """The overlay video writers (one per stream), the results file and (panoptic mode)
+        its PNG folder; a resumed run continues them from the committed state ``saved``."""
+        out = self.config.output
         self.writers: dict[str, SegmentedVideoWriter] = {}
         if out.video:
             Path(out.video).parent.mkdir(parents=True, exist_ok=True)
@@ -100,14 +117,8 @@ class PublishStage(Stage):
             if saved:
                 self._truncate_results(Path(out.save_results))
             self.results_file = open(out.save_results, "a" if saved else "w")  # noqa: SIM115 - closed in _finish()
-        self.latencies_ms: list[float] = []
-        self.stats.update(frames_written=0, frames_published=0, frames_dropped=0, frames_done=0, status_events={},
-                          streams={}, duplicates_dropped=0, early_dropped=0, tracks={})
-        self.stats.update(saved.get("stats", {}))
-        self.finished = False
-        self.eos_sent: set[str] = set()  # streams whose eos status is out
-        self._committed_stats = self._stats_snapshot()
-        self._last_progress = 0.0
+        # panoptic maps are saved as COCO panoptic PNGs next to the results (pipeline/sinks/panoptic_png.py)
+        self.panoptic_pngs = panoptic_folder(out.save_results) if out.save_results and self.panoptic else None
 
     def _save_progress(self) -> None:
         state = {
@@ -173,7 +184,7 @@ class PublishStage(Stage):
         image = self.blank_frame()
         h, w = image.shape[:2]
         crop = (0, 0, np.ones((min(h, 8), min(w, 8)), bool))
-        draw_tracked(image, [crop], np.array([[0, 0, 8, 8]]), [1], [1], self.spec.class_names,
+        draw_tracked(image, [crop], np.array([[0, 0, 8, 8]]), [1], [1], self.class_names,
                      self.config.output.overlay_alpha)
         StreamTracker(self.config.tracking.params(), (h, w)).update(
             0.0, Detections(np.array([[0.0, 0.0, 8.0, 8.0]]), np.ones(1), np.ones(1, np.int64), [Crop.of(*crop)]))
@@ -274,7 +285,7 @@ class PublishStage(Stage):
         if overlay is not None:
             from pipeline.ops.track_overlay import draw_tracked
 
-            draw_tracked(overlay, crops, boxes, assignment.classes, assignment.track_ids, self.spec.class_names,
+            draw_tracked(overlay, crops, boxes, assignment.classes, assignment.track_ids, self.class_names,
                          self.config.output.overlay_alpha)
         self.stats["tracks"][handle.stream] = self.tracking.trackers[handle.stream].next_id - 1
         return assignment
@@ -289,10 +300,10 @@ class PublishStage(Stage):
             seq=handle.seq,
             width=handle.w,
             height=handle.h,
-            model_id=self.spec.model_id,
-            task=self.spec.task,
-            class_names=list(self.spec.class_names),
-            untrained=self.spec.untrained,
+            model_id=self.panoptic.model_id if self.panoptic else self.spec.model_id,
+            task="panoptic" if self.panoptic else self.spec.task,
+            class_names=list(self.class_names),
+            untrained=self.panoptic.untrained if self.panoptic else self.spec.untrained,
             pts=handle.pts,
             time_base=None if handle.tb is None else Fraction(*handle.tb),
             capture_ns=handle.capture_ns,
@@ -302,6 +313,8 @@ class PublishStage(Stage):
                 for d, class_id, track_id in zip(found, classes, track_ids, strict=True)
             ],
             class_map=message.class_map,
+            panoptic=message.panoptic,
+            segments=list(message.segments or ()),
         )
 
     def publish(self, message: PostprocessedFrame) -> bool:
@@ -334,6 +347,9 @@ class PublishStage(Stage):
         if self.results_file is not None:
             # ``run`` as on the wire: JSON lines carry the header's keys (docs/PROTOCOL.md)
             record = {**result.to_json(), "run": self.plan.run_id}
+            if self.panoptic_pngs is not None and result.panoptic is not None:
+                record["panoptic"]["file_name"] = name = frame_png_name(result.stream, result.seq)
+                write_id_png(self.panoptic_pngs / name, result.panoptic)
             self.results_file.write(json.dumps(record, separators=(",", ":")) + "\n")
         if result.capture_ns:
             self.latencies_ms.append((time.time_ns() - result.capture_ns) / 1e6)

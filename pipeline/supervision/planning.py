@@ -38,13 +38,24 @@ def check_before_start(config: PipelineConfig) -> None:
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{key}: '{path}' does not exist")
     check_output_paths(config)  # a bad path fails now, not once the model has loaded
-    get_model_entry(config.model.name)  # unknown model: fail before anything starts
-    if config.model.weights == "demo" and not demo_weights_path(config.model.name).is_file():
-        # a registered demo model whose checkpoint was never trained: say so now, once
+    model = config.model
+    if model.semantic is not None:  # panoptic mode: an instance model and a semantic one
+        for key, name, task in (("model.name", model.name, "an instance"), ("model.semantic", model.semantic, "a semantic")):
+            if not task.endswith(get_model_entry(name).task):
+                raise ConfigError(f"{key}: panoptic mode needs {task} model here, and {name} is "
+                                  f"{get_model_entry(name).task} (--model INSTANCE+SEMANTIC, e.g. maskrcnn_demo+unet_demo)")
+        _check_model("model.semantic", model.semantic, "model.semantic_weights", model.semantic_weights)
+    _check_model("model.name", model.name, "model.weights", model.weights)
+
+
+def _check_model(name_key: str, name: str, weights_key: str, weights: str) -> None:
+    """An unknown model, or a demo model whose checkpoint was never trained: say so now, once."""
+    get_model_entry(name)
+    if weights == "demo" and not demo_weights_path(name).is_file():
         raise ConfigError(
-            f"model.weights: no demo weights for {config.model.name} "
-            f"({demo_weights_path(config.model.name)} does not exist; train them with "
-            f"python -m pipeline.training --model {config.model.name}, or use --weights random or a checkpoint)"
+            f"{weights_key}: no demo weights for {name} "
+            f"({demo_weights_path(name)} does not exist; train them with "
+            f"python -m pipeline.training --model {name}, or use --weights random or a checkpoint)"
         )
 
 
