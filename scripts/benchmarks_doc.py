@@ -168,6 +168,24 @@ def tracking_section(study: dict | None, cost: dict | None, compare: dict | None
     return "\n".join(lines)
 
 
+def segmentation_section(panoptic: dict | None, study: dict | None) -> str:
+    """Panoptic mode's cost, and the held-out accuracy of the demo models (FCN Table 2)."""
+    lines: list[str] = []
+    if panoptic:
+        p, m = panoptic["pipeline"], panoptic["machine"]
+        lines += ["## Panoptic mode", "", f"Command: `{panoptic['command']}` on {m['cpu']} ({m['cores']} cores), "
+                  f"commit `{panoptic.get('commit')}`, {panoptic.get('date', '')[:10]}; `{p['source']}`.", "",
+                  f"Default pipeline with `{p['instance_model']}+{p['semantic_model']}` (both models batched in one "
+                  f"infer stage, fused in postprocess; semantic weights: {p['semantic_weights']}) "
+                  f"{p['fps_panoptic']:.2f} fps against `{p['instance_model']}` alone {p['fps_instance']:.2f} fps: "
+                  f"{p['panoptic_over_instance']:.3f} (best of {len(p['runs']['instance'])} alternating runs each).", ""]
+    if study:
+        from pipeline.evaluation.model_study_report import render_markdown
+
+        lines += ["## Segmentation accuracy (held-out)", "", render_markdown(study).strip(), ""]
+    return "\n".join(lines)
+
+
 def render_doc(figures: dict, gpu: dict | None, extra: str = "") -> str:
     cases = figures["cases"]
     parts = [
@@ -244,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="output of python -m pipeline.bench_tracking --json FILE (if it exists)")
     parser.add_argument("--compare", default=str(BENCH_DIR / "supervision.json"),
                         help="output of scripts/compare_supervision.py --json FILE (if it exists)")
+    parser.add_argument("--panoptic-bench", default=str(BENCH_DIR / "panoptic.json"),
+                        help="output of python -m pipeline.bench_panoptic --json FILE (if it exists)")
+    parser.add_argument("--model-study", default=str(BENCH_DIR / "model_study.json"),
+                        help="output of python -m pipeline.evaluation.model_study --json FILE (if it exists)")
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if the docs are stale")
     args = parser.parse_args(argv)
     try:
@@ -251,13 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         gpu = json.loads(Path(args.gpu).read_text()) if args.gpu else None
         extra = tracking_section(_optional_json(args.tracking_study), _optional_json(args.tracking_bench),
                                  _optional_json(args.compare))
+        segmentation = segmentation_section(_optional_json(args.panoptic_bench), _optional_json(args.model_study))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not figures.get("cases"):
         print(f"error: {args.bench_json}: no 'cases' (is it the output of pipeline.bench --json?)", file=sys.stderr)
         return 2
-    doc = render_doc(figures, gpu, extra)
+    doc = render_doc(figures, gpu, extra + ("\n" + segmentation if segmentation else ""))
     readme = splice(Path(args.readme).read_text(), render_readme_table(figures))
     if TRACK_BEGIN in readme:
         nested = re.sub(r"(?m)^## ", "### ", extra)  # inside the README's tracking section

@@ -16,13 +16,16 @@ from pipeline.evaluate import evaluate_dir
 from pipeline.reference import run_reference
 from pipeline.supervisor import Supervisor
 
-METRIC = {"maskrcnn_demo": lambda r: r["segm"]["AP"], "fcn_demo": lambda r: r["mean_iou"]}
+METRIC = {"maskrcnn_demo": lambda r: r["segm"]["AP"], "fcn_demo": lambda r: r["mean_iou"],
+          "fcn8s_demo": lambda r: r["mean_iou"]}
+# the scenes each model learnt: the semantic demos of the panoptic scenes also label stuff
+KIND = {"fcn8s_demo": "panoptic"}
 
 
-def _scene(out: Path, size: str, frames: int = 6, fps: int = 10) -> Path:
+def _scene(out: Path, size: str, frames: int = 6, fps: int = 10, kind: str = "default") -> Path:
     subprocess.run(
         [sys.executable, "-m", "pipeline.synthetic", "--seed", "7", "--frames", str(frames), "--size", size,
-         "--fps", str(fps), "--out", str(out), "--quiet"],
+         "--fps", str(fps), "--kind", kind, "--out", str(out), "--quiet"],
         check=True, timeout=300,
     )
     return out
@@ -45,9 +48,9 @@ def _pipeline_score(gt: Path, tmp_path: Path, model: str, **kw) -> tuple[float, 
     return METRIC[model](result), result
 
 
-@pytest.mark.parametrize("model", ["maskrcnn_demo", "fcn_demo"])
+@pytest.mark.parametrize("model", ["maskrcnn_demo", "fcn_demo", "fcn8s_demo"])
 def test_pipeline_accuracy_equals_in_process_and_is_frame_aligned(tmp_path, model):
-    gt = _scene(tmp_path / "scene", "640x480")
+    gt = _scene(tmp_path / "scene", "640x480", kind=KIND.get(model, "default"))
     piped, _ = _pipeline_score(gt, tmp_path, model)
     # in-process: the same model on the same decoded frames, no processes or sockets
     in_process = tmp_path / "in_process.jsonl"

@@ -51,3 +51,18 @@ def test_bench_writes_every_figure(tmp_path):
     assert figures["hop_us"]["shm"] > 0 and figures["hop_us"]["zmq"] > 0
     for line in ("(a) sequential loop", "(b) inference alone", "(c) pipeline", "CPU-work bound", "c/a"):
         assert line in result.stdout
+
+
+def test_panoptic_bench_compares_both_modes(tmp_path):
+    out = tmp_path / "panoptic.json"
+    proc = _run(["pipeline.bench_panoptic", "--frames", "10", "--rounds", "1", "--size", "160x120",
+                 "--semantic", "fcn32s_demo", "--json", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(out.read_text())
+    p = figures["pipeline"]
+    assert p["fps_instance"] > 0 and p["fps_panoptic"] > 0
+    assert p["panoptic_over_instance"] == p["fps_panoptic"] / p["fps_instance"]
+    assert p["semantic_model"] == "fcn32s_demo" and p["semantic_weights"] in ("demo", "random")
+    assert figures["command"].startswith("python -m pipeline.bench_panoptic") and figures["machine"]
+    bad = _run(["pipeline.bench_panoptic", "--semantic", "maskrcnn_demo"])
+    assert bad.returncode == 2 and "is not a semantic model" in bad.stderr
