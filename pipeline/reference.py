@@ -30,7 +30,7 @@ from pipeline.resources import ResourcePlan, plan_resources, usable_cores
 from pipeline.results import FrameResult
 from pipeline.sources import open_source
 from pipeline.sources.base import Frame
-from pipeline.tracking import Crop, Detections, RunTracking
+from pipeline.tracking import Detections, RunTracking
 
 
 def params_from_config(config: PipelineConfig) -> PostprocessParams:
@@ -135,8 +135,8 @@ def _fuse(result: FrameResult, details: InstanceFrame, semantic_output: Semantic
 def track_frame(tracking: RunTracking, frame: Frame, result: FrameResult, details: InstanceFrame,
                 fps: float | None) -> None:
     """Give ``result``'s instances their track ids and classes, as the publish stage does."""
-    detections = Detections(details.boxes, details.scores, details.labels,
-                            [Crop.of(c.x0, c.y0, c.mask) for c in details.crops])
+    detections = Detections.of(details.boxes, details.scores, details.labels,
+                               [(c.x0, c.y0, c.mask) for c in details.crops])
     assignment = tracking.track(result.stream, result.seq, frame.pts, frame.time_base, frame.capture_ns, fps,
                                 (result.height, result.width), detections)
     for instance, track_id, class_id in zip(result.instances, assignment.track_ids, assignment.classes, strict=True):

@@ -275,10 +275,9 @@ class PublishStage(Stage):
         crops = message.crops() or []
         if len(crops) != len(instances):
             raise ValueError(f"frame {handle.seq}: {len(instances)} instances but {len(crops)} masks")
-        boxes = np.array([d["box"] for d in instances], dtype=np.float64).reshape(-1, 4)
-        labels = np.array([d["class_id"] for d in instances], dtype=np.int64)
-        detections = Detections(boxes, np.array([d["score"] for d in instances], dtype=np.float64), labels,
-                                [Crop.of(x0, y0, mask) for x0, y0, mask in crops])
+        detections = Detections.of([d["box"] for d in instances], [d["score"] for d in instances],
+                                   [d["class_id"] for d in instances], crops)
+        boxes = detections.boxes
         assignment = self.tracking.track(handle.stream, handle.seq, handle.pts,
                                          None if handle.tb is None else Fraction(*handle.tb), handle.capture_ns,
                                          self._stream_fps[handle.stream], (handle.h, handle.w), detections)

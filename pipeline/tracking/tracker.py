@@ -26,6 +26,7 @@ The whole state round-trips through :meth:`StreamTracker.state` / :meth:`from_st
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,14 @@ class Detections:
     @classmethod
     def empty(cls) -> Detections:
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), [])
+
+    @classmethod
+    def of(cls, boxes: Any, scores: Any, labels: Any, masks: Sequence[tuple[int, int, np.ndarray]]) -> Detections:
+        """Detections from what postprocess makes (boxes, scores, class ids, and each mask as
+        ``(x0, y0, box-local bool mask)``): the one place the pipeline's outputs become the
+        tracker's input (publish, the reference path, the stage-cost benchmark)."""
+        return cls(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(scores, dtype=np.float64),
+                   np.asarray(labels, dtype=np.int64), [Crop.of(x0, y0, mask) for x0, y0, mask in masks])
 
 
 @dataclass(frozen=True)
