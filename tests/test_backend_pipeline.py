@@ -11,6 +11,7 @@ from conftest import make_video, small_config
 from torchvision.ops import box_iou
 
 from pipeline.ops.rle import decode
+from pipeline.reference import run_reference
 from pipeline.supervisor import Supervisor
 
 
@@ -26,7 +27,8 @@ def _run(config, tmp_path, name):
 def test_onnxruntime_pipeline_matches_pytorch_pipeline(tmp_path, model):
     video = make_video(tmp_path / "v.mp4", 4, 160, 120, "libx264", 25)
     base = small_config(video, tmp_path, model={"name": model, "score_threshold": 0.05})
-    eager = _run(base, tmp_path, "pytorch")
+    # PyTorch in process: the PyTorch pipeline equals it exactly (tests/test_pipeline.py)
+    eager = [json.loads(json.dumps(r.to_json())) for r in run_reference(base)]
     compiled = _run(small_config(video, tmp_path, model={"name": model, "score_threshold": 0.05,
                                                           "backend": "onnxruntime"}), tmp_path, "onnxruntime")
     assert [r["seq"] for r in compiled] == [r["seq"] for r in eager] == [0, 1, 2, 3]
