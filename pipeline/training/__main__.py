@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", metavar="CKPT", help="evaluate a checkpoint instead of training")
     p.add_argument("--card", metavar="CKPT", help="write the model card <CKPT>.md and exit")
     p.add_argument("--card-notes", default="", help="with --card: a markdown file appended to it")
+    p.add_argument("--card-study", default="", help="with --card: a held-out study JSON "
+                   "(python -m pipeline.evaluation.model_study --json) whose figures for the model are added")
     p.add_argument(
         "--gt", help="with --evaluate: ground-truth dir from python -m pipeline.synthetic"
     )
@@ -107,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.training.cards import write_model_card
 
         notes = Path(args.card_notes).read_text(encoding="utf-8") if args.card_notes else ""
-        print(write_model_card(args.card, notes))
+        study = json.loads(Path(args.card_study).read_text(encoding="utf-8")) if args.card_study else None
+        print(write_model_card(args.card, notes, study))
         return 0
     if args.evaluate:
         if not args.gt:

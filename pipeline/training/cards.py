@@ -46,8 +46,10 @@ ARCHITECTURE = {
 
 
 # Long on purpose: one Markdown document written top to bottom; splitting it would scatter the card's layout.
-def write_model_card(ckpt_path: str | Path, notes: str = "") -> Path:
-    """Write ``<ckpt>.md`` (architecture, training, held-out accuracy) from a checkpoint."""
+def write_model_card(ckpt_path: str | Path, notes: str = "", study: dict | None = None) -> Path:
+    """Write ``<ckpt>.md`` (architecture, training, held-out accuracy) from a checkpoint;
+    ``study``: a held-out model study (``pipeline.evaluation.model_study`` JSON) whose figures
+    for this model (mean and worst over its clips) are added."""
     ckpt_path = Path(ckpt_path)
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     name, meta = ckpt["model"], ckpt["meta"]
@@ -56,6 +58,10 @@ def write_model_card(ckpt_path: str | Path, notes: str = "") -> Path:
     acc = dict(meta.get("accuracy", {}))
     inp = meta.get("input", {})
     train_inp = meta.get("train_input", inp)
+    kinds = meta.get("scene_kinds") or ["default"]
+    kind_flag = "" if kinds[0] == "default" else f" --kind {kinds[0]}"
+    module = "semantic_demo" if name in ("unet_demo", "fcn32s_demo", "fcn16s_demo", "fcn8s_demo") else "demo"
+    const = {"unet_demo": "UNET", "maskrcnn_demo": "MASKRCNN", "fcn_demo": "FCN"}.get(name, "FCN_SKIP")
     lines = [
         f"# {name}",
         "",
@@ -72,8 +78,8 @@ def write_model_card(ckpt_path: str | Path, notes: str = "") -> Path:
         f"- parameters: {params:,} ({params * 4 / 1e6:.2f} MB as fp32; file {ckpt_path.stat().st_size / 1e6:.2f} MB, fp32)",
         f"- input at inference: RGB in [0, 1], ImageNet mean/std normalisation, resized so the "
         f"shorter side is {inp.get('min_size')} unless the longer would exceed "
-        f"{inp.get('max_size')}, padded to a multiple of 32 (`{name.upper()[:-5]}_DEMO_INPUT` "
-        "in `engines/models/demo.py`)",
+        f"{inp.get('max_size')}, padded to a multiple of 32 (`{const}_DEMO_INPUT` "
+        f"in `engines/models/{module}.py`)",
         f"- trained at: shorter side {train_inp.get('min_size')} (max {train_inp.get('max_size')})",
         f"- file: `{ckpt_path.name}`, SHA-256 prefix `{file_tag(ckpt_path)}`",
         "",
@@ -95,7 +101,7 @@ def write_model_card(ckpt_path: str | Path, notes: str = "") -> Path:
         f"- data: {meta.get('data_seed')}; render sizes {', '.join(meta.get('sizes', []))} "
         "(resized to the model input); no augmentation",
         (
-            f"- loss: pixel cross-entropy, shape classes weighted {meta['fcn_fg_weight']} "
+            f"- loss: pixel cross-entropy, every class but background weighted {meta['fcn_fg_weight']} "
             "(background 1)"
             if meta.get("fcn_fg_weight")
             else "- loss: the standard torchvision Mask R-CNN losses (RPN + box + mask)"
@@ -111,7 +117,8 @@ def write_model_card(ckpt_path: str | Path, notes: str = "") -> Path:
         "",
         "## Held-out accuracy",
         "",
-        f"Scene seed {acc.get('eval_seed')} (never used in training), {acc.get('eval_size')}, "
+        f"Scene seed {acc.get('eval_seed')} (never used in training), kind {acc.get('scene_kind', kinds[0])}, "
+        f"{acc.get('eval_size')}, "
         f"{len(acc.get('eval_frames', []))} frames (every 30th of the first minute), rendered frames "
         "evaluated in-process by `pipeline.training.evaluate_frames` with `pipeline.evaluate`:",
         "",
@@ -126,14 +133,36 @@ def write_model_card(ckpt_path: str | Path, notes: str = "") -> Path:
         "Through an encoded video (H.264, decoded with PyAV) and the saved-results format:",
         "",
         "```",
-        "python -m pipeline.synthetic --seed 7 --frames 300 --size 640x480 --out /tmp/eval7",
+        f"python -m pipeline.synthetic --seed 7{kind_flag} --frames 300 --size 640x480 --out /tmp/eval7",
         f"{PROG} --evaluate engines/weights/{name}.pt --gt /tmp/eval7 "
         f"--save-results /tmp/eval7/{name}.jsonl",
         f"python -m pipeline.evaluate --gt /tmp/eval7 --pred /tmp/eval7/{name}.jsonl",
         "```",
     ]
+    entry = (study or {}).get("models", {}).get(name)
+    if entry:
+        lines += ["", *_study_lines(study, entry)]
     if notes:
         lines += ["", notes.rstrip()]
     out = ckpt_path.with_suffix(".md")
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
+
+
+def _study_lines(study: dict, entry: dict) -> list[str]:
+    """The held-out study's figures for one model: mean and worst over its clips."""
+    seeds = study.get("seeds", [])
+    lines = ["## Held-out study (many seeds and sizes)", "",
+             f"`{study.get('command')}` (commit `{study.get('commit')}`, {str(study.get('date', ''))[:10]}): scene "
+             f"kind {entry.get('scene_kind')}, seeds {seeds[0] if seeds else '?'}-{seeds[-1] if seeds else '?'} "
+             f"(never used in training or to pick a checkpoint) × {', '.join(study.get('sizes', []))}, "
+             f"{study.get('frames')} frames per clip at {study.get('fps')} fps, through H.264 video:", "",
+             "| metric | mean | worst clip |", "|---|---|---|"]
+    for key, stat in entry.get("summary", {}).items():
+        lines.append(f"| {key} | {stat.get('mean', float('nan')):.4f} | {stat.get('worst', float('nan')):.4f} |")
+    pooled = entry.get("pooled")
+    if pooled:
+        lines += ["", "Pooled over every held-out pixel: " + ", ".join(
+            f"{k} {pooled[k]:.4f}" for k in ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou")
+            if k in pooled) + "."]
+    return lines
