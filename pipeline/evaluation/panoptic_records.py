@@ -8,6 +8,8 @@ file_name, segments_info}``; ``file_name`` is relative to the results file's PNG
 ``class_name``, ``isthing``, ``area``, ``bbox``, ``score``, ``track_id``. A segment's
 category is the ground-truth category of its class name (``class_name``, else the record's
 ``class_names[category_id]``), as for instance results; without a name its id is kept.
+When a thing segment carries a ``track_id``, the scores add ``stq``: Segmentation and
+Tracking Quality (``pipeline.evaluation.stq``) on the same frames.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,6 +26,7 @@ import numpy as np
 
 from pipeline.evaluation.panoptic import PanopticFrame, evaluate_panoptic, load_panoptic
 from pipeline.evaluation.records import EvaluationError
+from pipeline.evaluation.stq import segmentation_and_tracking_quality
 from pipeline.sinks.panoptic_png import panoptic_folder
 
 __all__ = [
@@ -132,8 +135,9 @@ def evaluate_panoptic_records(
 ) -> dict[str, Any]:
     """PQ / SQ / RQ (all, things, stuff, per class) of panoptic records against the COCO
     panoptic ground truth in ``gt_dir`` (``panoptic.json`` + ``panoptic/``); ``save_coco``:
-    also write the predictions as COCO panoptic (``write_coco_panoptic``)."""
-    _, cats = load_panoptic(_gt_json(gt_dir).parent)
+    also write the predictions as COCO panoptic (``write_coco_panoptic``). Predictions with
+    track ids add ``stq`` (``pipeline.evaluation.stq``; the ground truth's things need theirs)."""
+    gt_frames, cats = load_panoptic(_gt_json(gt_dir).parent)
     if not cats:
         raise EvaluationError(f"{gt_dir}/panoptic.json has no categories: {GT_HINT}")
     preds = panoptic_records(records, pred_path, cats)
@@ -151,9 +155,33 @@ def evaluate_panoptic_records(
             stacklevel=2,
         )
     out["duplicate_records"] = preds.duplicates
+    if _tracked(preds.frames.values(), cats, gt=False):
+        if _tracked(gt_frames.values(), cats, gt=True):
+            out["stq"] = segmentation_and_tracking_quality(
+                gt_frames, preds.frames, categories=cats, shift=shift,
+                only_predicted=only_predicted,
+            )  # fmt: skip
+        else:
+            warnings.warn(
+                f"{gt_dir}: ground-truth things have no track_id; no STQ (tracking) score",
+                stacklevel=2,
+            )
     if saved is not None:
         out["coco_panoptic"] = str(saved)
     return out
+
+
+def _tracked(
+    frames: Iterable[PanopticFrame], cats: Mapping[int, Mapping[str, Any]], *, gt: bool
+) -> bool:
+    """Predictions: any thing segment has a ``track_id``; ground truth: every non-crowd one."""
+    has = [
+        s.get("track_id") is not None
+        for fr in frames
+        for s in fr.segments_info
+        if s.get("isthing", cats[int(s["category_id"])]["isthing"]) and not s.get("iscrowd", 0)
+    ]
+    return all(has) if gt else any(has)
 
 
 def _area_bbox(seg: Mapping[str, Any], ids: np.ndarray) -> tuple[int, list[int]]:
