@@ -180,3 +180,22 @@ def test_subscriber_decodes_and_checks_the_panoptic_map():
     header["panoptic"]["step"] = 8  # rows of 2 pixels: the buffer no longer fits
     with pytest.raises(MalformedMessageError, match="panoptic"):
         decode_frame(messages.encode_envelope("0", header, buffers))
+
+
+def test_panoptic_overlay_draws_stuff_lighter_than_things():
+    from pipeline.ops.overlay import class_palette
+    from pipeline.postprocess import STUFF_ALPHA, draw_panoptic
+
+    labels = PanopticLabels.of(_spec("inst", SHAPES), _spec("sem", SCENE, "semantic"))
+    class_map = np.full((64, 80), 3, np.uint8)  # sky everywhere the squares leave free
+    fused = panoptic_from_output(_instance_frame(), class_map, labels, PanopticParams(0.5, 0.5, 10))
+    palette = class_palette(len(labels.class_names))
+    plain = np.zeros((64, 80, 3), np.uint8)
+    draw_panoptic(plain, fused, labels.class_names, 0.5, palette, things=False)  # tracked runs: publish draws them
+    expected = np.round(palette[3].astype(float) * 0.5 * STUFF_ALPHA)
+    assert np.abs(plain[60, 75].astype(int) - expected).max() <= 2, (plain[60, 75], expected)
+    assert (plain[2, 2] == 0).all()  # a thing's pixel: not stuff, and no thing drawn
+    image = np.zeros_like(plain)
+    draw_panoptic(image, fused, labels.class_names, 0.5, palette)
+    assert (image[60, 75] == plain[60, 75]).all()  # stuff the same, away from the things
+    assert (image[2, 2] != 0).any()  # the things are drawn
