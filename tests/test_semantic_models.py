@@ -226,3 +226,21 @@ def test_scene_kinds_alternate_by_a_fixed_rule_and_bad_kinds_fail(capsys) -> Non
     with pytest.raises(SystemExit) as err:
         train_main(["--model", "maskrcnn_demo", "--out", "x.pt", "--scenes", "default,forest"])
     assert err.value.code == 2 and "scene kinds must be among" in capsys.readouterr().err
+
+
+def test_float16_storage_halves_the_file_and_keeps_the_outputs(tmp_path) -> None:
+    from pipeline.training.checkpoints import store_half
+
+    path = tmp_path / "fcn32s.pt"
+    assert _train("fcn32s_demo", path, "--eval-frames", "0") == 0
+    full = build_model(resolve_weights("fcn32s_demo", str(path)))
+    size = path.stat().st_size
+    store_half(path)
+    half = build_model(resolve_weights("fcn32s_demo", str(path)))
+    assert path.stat().st_size < 0.6 * size and resolve_weights("fcn32s_demo", str(path)).meta["stored_as"] == "float16"
+    assert next(half.parameters()).dtype == torch.float32  # stored small, run in float32
+    x = torch.randn(1, 3, 72, 96)
+    with torch.no_grad():
+        a, b = full(x)["out"], half(x)["out"]
+    assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.99
+    assert torch.allclose(a, b, atol=0.05)

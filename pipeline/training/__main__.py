@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--evaluate", metavar="CKPT", help="evaluate a checkpoint instead of training")
     p.add_argument("--card", metavar="CKPT", help="write the model card <CKPT>.md and exit")
+    p.add_argument("--store-half", metavar="CKPT", help="rewrite a checkpoint's weights as float16 (half the "
+                   "file; the model still runs in float32) and exit")
     p.add_argument("--card-notes", default="", help="with --card: a markdown file appended to it")
     p.add_argument("--card-study", default="", help="with --card: a held-out study JSON "
                    "(python -m pipeline.evaluation.model_study --json) whose figures for the model are added")
@@ -112,6 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes = Path(args.card_notes).read_text(encoding="utf-8") if args.card_notes else ""
         study = json.loads(Path(args.card_study).read_text(encoding="utf-8")) if args.card_study else None
         print(write_model_card(args.card, notes, study))
+        return 0
+    if args.store_half:
+        from pipeline.training.checkpoints import store_half
+
+        print(f"wrote {store_half(args.store_half)} (float16 weights)")
         return 0
     if args.evaluate:
         if not args.gt:

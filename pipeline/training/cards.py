@@ -75,7 +75,8 @@ def write_model_card(ckpt_path: str | Path, notes: str = "", study: dict | None 
         "",
         ARCHITECTURE[name],
         "",
-        f"- parameters: {params:,} ({params * 4 / 1e6:.2f} MB as fp32; file {ckpt_path.stat().st_size / 1e6:.2f} MB, fp32)",
+        f"- parameters: {params:,} ({params * 4 / 1e6:.2f} MB as fp32; file {ckpt_path.stat().st_size / 1e6:.2f} MB, "
+        f"stored as {meta.get('stored_as', 'float32')}; the model runs in float32)",
         f"- input at inference: RGB in [0, 1], ImageNet mean/std normalisation, resized so the "
         f"shorter side is {inp.get('min_size')} unless the longer would exceed "
         f"{inp.get('max_size')}, padded to a multiple of 32 (`{const}_DEMO_INPUT` "

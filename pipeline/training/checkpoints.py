@@ -18,7 +18,7 @@ from torch import nn
 from engines.weights import CHECKPOINT_FORMAT, build_model, resolve_weights, save_checkpoint
 from pipeline.synthetic import CLASS_NAMES
 
-__all__ = ["atomic_save", "load_checkpoint", "save_trained"]
+__all__ = ["atomic_save", "load_checkpoint", "save_trained", "store_half"]
 
 
 def _tmp(path: Path) -> Path:
@@ -55,3 +55,18 @@ def load_checkpoint(path: str | Path) -> tuple[str, nn.Module, dict[str, Any]]:
         raise ValueError(f"{path} is not a segstream checkpoint")
     loaded = resolve_weights(ckpt["model"], Path(path))
     return loaded.model_name, build_model(loaded), dict(loaded.meta)
+
+
+def store_half(path: str | Path) -> Path:
+    """Rewrite a checkpoint with its floating-point tensors stored as float16 (half the file;
+    the loader copies them into the float32 model, so the model still runs in float32). The
+    meta records it (``stored_as``); the held-out figures of the shipped weights come from
+    evaluating this file, not the float32 one training measured."""
+    path = Path(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a segstream checkpoint")
+    ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    ckpt["meta"] = {**ckpt.get("meta", {}), "stored_as": "float16"}
+    atomic_save(ckpt, path)
+    return path
