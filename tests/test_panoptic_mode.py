@@ -199,3 +199,20 @@ def test_panoptic_overlay_draws_stuff_lighter_than_things():
     draw_panoptic(image, fused, labels.class_names, 0.5, palette)
     assert (image[60, 75] == plain[60, 75]).all()  # stuff the same, away from the things
     assert (image[2, 2] != 0).any()  # the things are drawn
+
+
+def test_one_prepared_input_serves_both_models_only_when_their_transforms_match():
+    from dataclasses import replace
+
+    from pipeline.inference import same_transform, semantic_model_config
+
+    a = _spec("inst", SHAPES)
+    assert same_transform(a, replace(a, name="sem", task="semantic", class_names=SCENE))
+    for change in ({"min_size": 256}, {"max_size": 512}, {"image_mean": (0.4,) * 3}, {"size_divisible": 16}):
+        assert not same_transform(a, replace(a, **change)), change
+    model = config_from_dict({"model": {"name": "maskrcnn_demo+fcn8s_demo", "min_size": 600,
+                                        "semantic_weights": "random", "backend": "onnxruntime"}}).model
+    semantic = semantic_model_config(model)
+    assert (semantic.name, semantic.weights, semantic.backend) == ("fcn8s_demo", "random", "onnxruntime")
+    assert semantic.min_size is None and semantic.semantic is None  # its own input size; no recursion
+    assert semantic_model_config(config_from_dict({}).model) is None
