@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=_none_or, help="overlay video path ('none' disables drawing/encoding)")
     parser.add_argument("--publish", type=_none_or, help="ZeroMQ PUB endpoint, e.g. tcp://127.0.0.1:5560 ('none' disables)")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding non-loopback addresses")
+    parser.add_argument("--metrics", type=_none_or, metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts "
+                             "(e.g. 127.0.0.1:9108; 'none' disables)")
     parser.add_argument("--curve-secret-key", help="encrypt tcp publish with CURVE: the publisher's secret key file")
     parser.add_argument("--curve-authorized", help="CURVE: directory of authorized consumers' public keys")
     parser.add_argument("--model", help="model name (e.g. maskrcnn_demo, fcn_demo, maskrcnn_resnet50_fpn, fcn_resnet50); "
@@ -87,6 +90,7 @@ FLAG_TO_KEY = {
     "save_results": "output.save_results",
     "report": "output.report",
     "no_progress": "output.progress",
+    "metrics": "observability.metrics",
 }
 
 

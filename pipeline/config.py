@@ -319,6 +319,13 @@ class TrackingConfig(_Section):
                              self.min_hits, self.max_lost_s, self.duplicate_iou, self.refind_reach)
 
 
+class ObservabilityConfig(_Section):
+    """Watching a run from outside (README "Metrics")."""
+
+    # Prometheus metrics over HTTP at HOST:PORT (port 0: any free); non-loopback: allow_remote
+    metrics: str | None = None
+
+
 class PipelineConfig(_Section):
     """The whole run."""
 
@@ -330,6 +337,7 @@ class PipelineConfig(_Section):
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
     @field_validator("resources", mode="before")
     @classmethod

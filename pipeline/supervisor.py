@@ -35,6 +35,7 @@ from pipeline.policies.restart import RestartPolicy
 from pipeline.resources import ResourcePlan, plan_resources, usable_cores
 from pipeline.sources.base import SourceInfo
 from pipeline.stage_messages import Control, ControlKind, EventKind
+from pipeline.supervision.metrics import MetricsServer, RunMetrics, metrics_address, restart_reason
 from pipeline.supervision.planning import build_plan, check_before_start, probe_streams
 from pipeline.supervision.processes import (
     LOG_DIR,
@@ -94,11 +95,14 @@ class Supervisor:
         self.publish_endpoint: str | None = None
         self.stream_infos: list[SourceInfo] = []
         self.resources: ResourcePlan = plan_resources(usable_cores(), **config.resources.plan_options())
+        self.metrics: RunMetrics | None = None  # observability.metrics: served while the run lasts
+        self.metrics_server: MetricsServer | None = None
 
     # -- planning ------------------------------------------------------------------------
     def _validate(self) -> SourceInfo:
         """Fail on a config that cannot run, before anything starts; probe every stream."""
         check_before_start(self.config)
+        self._serve_metrics()  # a port in use fails here, before any stage starts
         self.stream_infos = probe_streams(self.config)
         return combined(self.stream_infos)
 
@@ -108,8 +112,27 @@ class Supervisor:
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
         self.ring = FrameRing.create(segment_name(self.run_id), decisions.ring_slots, decisions.frame_bytes,
                                      decisions.input_bytes, decisions.overlay_bytes)
+        if self.metrics is not None:
+            self.metrics.set_ring_slots(decisions.ring_slots)
         return build_plan(self.config, self.run_id, self.run_dir, self.ring.name, self.stream_infos, info,
                           decisions)
+
+    def _serve_metrics(self) -> None:
+        """``observability.metrics``: serve the run's metrics (README "Metrics") from now
+        until ``_cleanup``."""
+        address = self.config.observability.metrics
+        if address is None:
+            return
+        host, port = metrics_address(address, self.config.output.allow_remote)
+        self.metrics = RunMetrics([str(i) for i in range(len(self.config.source.uris))])
+        self.metrics_server = MetricsServer(self.metrics.registry, host, port)
+        self.metrics_server.start()
+        log.info("metrics on %s", self.metrics_server.url)
+
+    def metrics_snapshot(self) -> str | None:
+        """The run's metrics now (after ``run()``: as it ended), in the Prometheus text
+        format; None without ``observability.metrics``."""
+        return None if self.metrics is None else self.metrics.exposition()
 
     # -- processes -----------------------------------------------------------------------
     def _start(self, name: str, plan_path: Path) -> None:
@@ -129,6 +152,8 @@ class Supervisor:
         if state is None:
             return
         state.last_seen = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.handle_event(event)
         kind = event["type"]
         if kind == EventKind.READY:
             state.ready = True
@@ -196,6 +221,8 @@ class Supervisor:
         state.restarts += 1
         state.restart_times.append(now)
         self.restart_log.append({"stage": state.name, "reason": str(error).split(": ", 1)[-1], "at_s": round(now - self._started, 3)})
+        if self.metrics is not None:
+            self.metrics.on_restart(state.name, restart_reason(hung, reported))
         sup = self.config.supervision
         log.warning("%s; restarting it in %.1f s (restart %d of %d within %g s)",
                     error, decision.delay_s, decision.recent + 1, sup.max_restarts, sup.restart_window_s)
@@ -289,6 +316,8 @@ class Supervisor:
 
     def _cleanup(self) -> None:
         end_processes(state.process for state in self.stages.values())
+        if self.metrics_server is not None:
+            self.metrics_server.stop()  # the port is free again when run() returns
         if self.ctx is not None:
             self.ctx.destroy(linger=0)
         if not self._completed and self.config.output.video and self._plan_path is not None:

@@ -152,7 +152,7 @@ class Stage:
         now = time.monotonic()
         if now - self._last_heartbeat >= self._heartbeat_every:
             self._last_heartbeat = now
-            self.emit(EventKind.HEARTBEAT)
+            self.emit(EventKind.HEARTBEAT, stats=self.stats)  # the counters so far: the run's metrics
         while self.control.poll(0):
             try:
                 kind = Control.from_parts(*sockets.recv(self.control)).kind

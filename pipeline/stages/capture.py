@@ -113,6 +113,7 @@ class CaptureStage(Stage):
         while self.admissions is not None and self.admissions.poll(0, zmq.POLLIN):
             admission = Admission.from_parts(*sockets.recv(self.admissions))
             self.credits.taken(admission.count, time.monotonic(), admission.batch_s)
+        self.stats["ring_slots_in_use"] = len(self.credits.in_flight)
 
     def _wait_for_credits(self, timeout_ms: int) -> None:
         """Sleep until a slot release or an admission arrives, or ``timeout_ms`` passes."""
@@ -179,6 +180,7 @@ class CaptureStage(Stage):
             self.tick()
             for feed in feeds:
                 self._forward_status(feed.pop_events(), feed.id)
+            self.stats.update(feed_stats(feeds))  # counted as they go: heartbeats carry them
             self._collect_releases()
             if not self._may_send():
                 self._wait_for_credits(LIVE_POLL_MS)

@@ -184,4 +184,15 @@ def feed_stats(feeds: list[Feed]) -> dict[str, Any]:
     if links:
         stats["reconnects"] = sum(s.reconnects for s in links)
         stats["offline_s"] = round(sum(s.offline_s for s in links), 3)
+    stats["streams"] = {f.id: _feed_counts(f) for f in feeds}  # the same, per stream (metrics)
     return stats
+
+
+def _feed_counts(feed: Feed) -> dict[str, Any]:
+    """One feed's counters, as :func:`feed_stats` counts them over every feed."""
+    counts: dict[str, Any] = {"read": feed.skipped + feed.delivered, "dropped": feed.delivered - feed.sent,
+                              "decode_errors": int(getattr(feed.source, "decode_errors", 0))}
+    link = getattr(feed.source, "status", None)
+    if link is not None:
+        counts.update(reconnects=link.reconnects, offline_s=round(link.offline_s, 3))
+    return counts

@@ -86,6 +86,9 @@ class PublishStage(Stage):
                 self.tracking.restore(sid, state)
         self._open_outputs(saved)
         self.latencies_ms: list[float] = []
+        # since the last progress event, which carries them to the supervisor (its metrics)
+        self._recent_latencies_ms: list[float] = []
+        self._recent_status: list[dict[str, str]] = []
         self.stats.update(frames_written=0, frames_published=0, frames_dropped=0, frames_done=0, status_events={},
                           streams={}, duplicates_dropped=0, early_dropped=0, tracks={})
         self.stats.update(saved.get("stats", {}))
@@ -255,6 +258,8 @@ class PublishStage(Stage):
 
     def _publish_status(self, status: dict) -> None:
         self.stats["status_events"][status["event"]] = self.stats["status_events"].get(status["event"], 0) + 1
+        self._recent_status.append({"stream": status["stream"], "event": status["event"]})
+        self._progress(force=True)
         if status["event"] == "eos":
             self.eos_sent.add(status["stream"])
         if self.pub is not None:
@@ -352,13 +357,18 @@ class PublishStage(Stage):
             self.results_file.write(json.dumps(record, separators=(",", ":")) + "\n")
         if result.capture_ns:
             self.latencies_ms.append((time.time_ns() - result.capture_ns) / 1e6)
+            self._recent_latencies_ms.append(self.latencies_ms[-1])
         return segment_closed
 
-    def _progress(self) -> None:
+    def _progress(self, force: bool = False) -> None:
+        """Every ``PROGRESS_EVERY_S`` (or now): frames done, and the latencies and status
+        events since the previous progress event."""
         now = time.monotonic()
-        if now - self._last_progress >= PROGRESS_EVERY_S:
+        if force or now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
-            self.emit(EventKind.PROGRESS, frames=self.stats["frames_done"])
+            self.emit(EventKind.PROGRESS, frames=self.stats["frames_done"],
+                      latencies_ms=self._recent_latencies_ms, status=self._recent_status)
+            self._recent_latencies_ms, self._recent_status = [], []
 
     def close(self) -> None:
         if self.curve is not None:
@@ -386,3 +396,4 @@ class PublishStage(Stage):
         if self.latencies_ms:
             p50, p95, p99 = np.percentile(np.asarray(self.latencies_ms), [50, 95, 99])
             self.stats["latency_ms"] = {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
+        self._progress(force=True)  # the last latencies

@@ -19,6 +19,7 @@ from pipeline.output_paths import check_output_paths
 from pipeline.plan import STAGES, RunPlan, source_info_to_dict
 from pipeline.planner import RunDecisions
 from pipeline.sources.base import SourceInfo
+from pipeline.supervision.metrics import metrics_address
 from pipeline.transport import sockets
 
 
@@ -33,6 +34,8 @@ def check_before_start(config: PipelineConfig) -> None:
                 f"endpoint '{endpoint}' is not a loopback address: set output.allow_remote "
                 "(--allow-remote) to bind it"
             )
+    if config.observability.metrics is not None:
+        metrics_address(config.observability.metrics, out.allow_remote)  # HOST:PORT, loopback
     for key, path in (("output.curve_secret_key", out.curve_secret_key),
                       ("output.curve_authorized_dir", out.curve_authorized_dir)):
         if path is not None and not Path(path).exists():
