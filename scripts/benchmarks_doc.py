@@ -21,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 TRACK_BEGIN, TRACK_END = "<!-- tracking:begin -->", "<!-- tracking:end -->"
+MODELS_BEGIN, MODELS_END = "<!-- models:begin -->", "<!-- models:end -->"
 BENCH_DIR = REPO / "docs" / "bench"
 TRACKING_GOALS = {"IDF1": 0.90, "HOTA": 0.80, "MOTA": 0.85}
 STAGES = ("capture", "preprocess", "infer", "postprocess", "publish")
@@ -286,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         nested = re.sub(r"(?m)^## ", "### ", extra)  # inside the README's tracking section
         readme = splice(readme, "\n".join([TRACK_BEGIN, "", nested or "(no tracking figures yet)", TRACK_END]),
                         TRACK_BEGIN, TRACK_END)
+    study = _optional_json(args.model_study)
+    if MODELS_BEGIN in readme and study:
+        from pipeline.evaluation.model_study_report import summary_table
+
+        sizes = {p.stem: p.stat().st_size / 1e6 for p in (REPO / "engines" / "weights").glob("*.pt")}
+        readme = splice(readme, "\n".join([MODELS_BEGIN, "", summary_table(study, sizes), "", MODELS_END]),
+                        MODELS_BEGIN, MODELS_END)
     if args.check:
         stale = [p for p, text in ((args.docs, doc), (args.readme, readme)) if Path(p).read_text() != text]
         for path in stale:

@@ -14,7 +14,7 @@ from pipeline.evaluation.model_study import (
     _num,
 )
 
-__all__ = ["render_markdown"]
+__all__ = ["render_markdown", "summary_table"]
 
 
 
@@ -64,4 +64,22 @@ def render_markdown(study: dict[str, Any]) -> str:
                                                          "PQ_st mean", "PQ_st worst"], panoptic, "", prov)
     if study.get("skipped"):
         lines += ["Skipped: " + "; ".join(f"{s['model']} ({s['reason']})" for s in study["skipped"]) + ".", ""]
+    return "\n".join(lines)
+
+
+HEADLINE = {"instance": ("mask_AP", "mask AP"), "semantic": ("mean_iou", "mean IoU"), "panoptic": ("PQ", "PQ")}
+
+
+def summary_table(study: dict[str, Any], sizes_mb: dict[str, float] | None = None) -> str:
+    """One row per model: its headline score's mean and worst clip over the held-out clips
+    (the README's short table; the full tables are ``render_markdown``'s)."""
+    seeds = list(study.get("seeds", []))
+    lines = [f"| model | scene | held-out {len(seeds)} seeds × {len(study.get('sizes', []))} sizes: mean | worst clip | "
+             "weights |", "|---|---|---|---|---|"]
+    for name, entry in study["models"].items():
+        key, label = HEADLINE[entry["task"]]
+        stat = entry["summary"][key]
+        size = " + ".join(f"{sizes_mb[part]:.1f} MB" for part in name.split("+") if part in (sizes_mb or {}))
+        lines.append(f"| `{name}` | {entry['scene_kind']} | {label} {_pct(stat['mean'])} % | {_pct(stat['worst'])} % "
+                     f"| {size} |")
     return "\n".join(lines)
