@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="live feeds: which frames to drop when the model is slower (default latest)")
     parser.add_argument("--save-results", help="write every frame's results as JSON lines")
     parser.add_argument("--report", help="write the run report (JSON)")
+    parser.add_argument("--mcap", type=_none_or, metavar="PATH",
+                        help="record every frame's results as ROS 2 messages in an MCAP file (Foxglove, ros2 bag)")
     parser.add_argument("--max-restarts", type=int,
                         help="per stage: restarts after a crash or hang within supervision.restart_window_s "
                              "(default 600 s) before the run fails (default 3; 0: never)")
@@ -89,6 +91,7 @@ FLAG_TO_KEY = {
     "curve_authorized": "output.curve_authorized_dir",
     "save_results": "output.save_results",
     "report": "output.report",
+    "mcap": "output.mcap",
     "no_progress": "output.progress",
     "metrics": "observability.metrics",
 }

@@ -68,7 +68,6 @@ class SourceConfig(_Section):
     live_policy: Literal["latest", "drop_oldest", "block"] = "latest"
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
 
-
     @field_validator("uri")
     @classmethod
     def _check_uri(cls, uri: str | list[str]) -> str | list[str]:
@@ -272,6 +271,7 @@ class OutputConfig(_Section):
     curve_authorized_dir: str | None = None  # CURVE: only clients whose public keys are here get results
     save_results: str | None = None  # JSON lines, one per frame
     report: str | None = None  # JSON run report
+    mcap: str | None = None  # ROS 2 messages per frame in an MCAP file (pipeline/sinks/mcap_recorder.py)
     overlay_alpha: float = Field(default=0.5, ge=0.0, le=1.0)
     progress: bool = True  # progress bar on a TTY
 

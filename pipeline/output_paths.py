@@ -1,4 +1,4 @@
-"""Check the run's output paths (overlay video, JSON lines, report) before anything
+"""Check the run's output paths (overlay video, JSON lines, report, MCAP) before anything
 expensive starts, so a bad path fails in seconds with one line naming it, not after the
 model has loaded with a message about a hidden segment file.
 
@@ -11,6 +11,7 @@ the filesystem does not support that, ``os.access`` decides.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +30,7 @@ def check_output_paths(config: PipelineConfig) -> None:
     """Raise ``ConfigError`` (key, user's path, reason) for an output that cannot be written."""
     out = config.output
     for key, path in (("output.video", out.video), ("output.save_results", out.save_results),
-                      ("output.report", out.report)):
+                      ("output.report", out.report), ("output.mcap", out.mcap)):
         if path is not None:
             try:
                 reason = _unwritable(Path(path))
@@ -39,6 +40,9 @@ def check_output_paths(config: PipelineConfig) -> None:
                 raise ConfigError(f"{key}: cannot write '{path}': {reason}")
     if out.video is not None:
         _check_video_extension(out.video)
+    if out.mcap is not None and importlib.util.find_spec("mcap_ros2") is None:
+        raise ConfigError(f"output.mcap: '{out.mcap}' needs the mcap and mcap-ros2-support packages "
+                          "(pip install 'segstream[robotics]')")
 
 
 def _check_video_extension(path: str) -> None:

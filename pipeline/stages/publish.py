@@ -25,6 +25,7 @@ import zmq
 from pipeline import messages
 from pipeline.policies.publish_ledger import Decision, PublishLedger
 from pipeline.results import FrameResult, Instance
+from pipeline.sinks.json_lines import truncate_uncommitted
 from pipeline.sinks.panoptic_png import frame_png_name, panoptic_folder, write_id_png
 from pipeline.sinks.segmented_video import SegmentedVideoWriter, stream_video_path
 from pipeline.sources.reconnect import status_message
@@ -115,11 +116,17 @@ class PublishStage(Stage):
                     options={k: str(v) for k, v in out.encoder_options.items()},
                 )
         self.results_file = None
+        committed = {sid: s.committed for sid, s in self.ledger.streams.items()}
         if out.save_results:
             Path(out.save_results).parent.mkdir(parents=True, exist_ok=True)
-            if saved:
-                self._truncate_results(Path(out.save_results))
+            if saved:  # drop the lines past the committed frames (they are published again)
+                truncate_uncommitted(Path(out.save_results), committed)
             self.results_file = open(out.save_results, "a" if saved else "w")  # noqa: SIM115 - closed in _finish()
+        self.mcap = None  # --mcap: ROS 2 messages in MCAP (pipeline/sinks/mcap_recorder.py), resumed likewise
+        if out.mcap:
+            from pipeline.sinks.mcap_recorder import McapRecorder
+
+            self.mcap = McapRecorder(out.mcap, self.plan.run_id, list(self.class_names), committed if saved else None)
         # panoptic maps are saved as COCO panoptic PNGs next to the results (pipeline/sinks/panoptic_png.py)
         self.panoptic_pngs = panoptic_folder(out.save_results) if out.save_results and self.panoptic else None
 
@@ -135,21 +142,6 @@ class PublishStage(Stage):
     def _stats_snapshot(self) -> dict:
         keys = ("frames_written", "frames_published", "frames_dropped", "frames_done", "streams", "tracks")
         return json.loads(json.dumps({k: self.stats[k] for k in keys}))
-
-    def _truncate_results(self, path: Path) -> None:
-        """Drop JSON lines past the committed frames (they are published again)."""
-        if not path.exists():
-            return
-        keep = []
-        for line in path.read_text().splitlines(keepends=True):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                break  # the line being written when the process died
-            ledger = self.ledger.streams.get(record["stream"])
-            if ledger is not None and record["seq"] < ledger.committed:
-                keep.append(line)
-        path.write_text("".join(keep))
 
     def _bound_ipc_file(self) -> tuple[str, int] | None:
         """The socket file our ipc:// bind created, as (path, inode): ZeroMQ leaves it
@@ -239,6 +231,8 @@ class PublishStage(Stage):
         if released:  # a commit point
             if self.results_file is not None:
                 self.results_file.flush()
+            if self.mcap is not None:
+                self.mcap.commit()
             for slot, gen in released:
                 self._release(slot, gen)
             self._committed_stats = self._stats_snapshot()
@@ -325,12 +319,14 @@ class PublishStage(Stage):
         """Write, send and save one frame's results; True if it closed an overlay segment."""
         handle = message.handle
         writer = self.writers.get(handle.stream)
-        overlay = None
-        if writer is not None:
-            # copy, then check the slot still holds this frame: a restarted capture may be
-            # rewriting it (a stale frame raises here and is dropped, nothing published)
-            overlay = np.array(self.ring.overlay(handle.slot, handle.h, handle.w))
+        overlay = image = None
+        if writer is not None or self.mcap is not None:
+            # copy (the overlay, else the frame for --mcap), then check the slot still holds this frame: a
+            # restarted capture may be rewriting it (a stale frame raises here and is dropped, nothing published)
+            ring_image = self.ring.overlay if writer is not None else self.ring.frame
+            image = np.array(ring_image(handle.slot, handle.h, handle.w))
             self.ring.check(handle.slot, handle.gen)
+            overlay = image if writer is not None else None
         tracked = self._track(message, overlay) if self.tracking is not None else None
         result = self._result(message, tracked)
         self.stats["frames_done"] += 1
@@ -355,6 +351,8 @@ class PublishStage(Stage):
                 record["panoptic"]["file_name"] = name = frame_png_name(result.stream, result.seq)
                 write_id_png(self.panoptic_pngs / name, result.panoptic)
             self.results_file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        if self.mcap is not None:
+            self.mcap.write(result, image, overlay=writer is not None)
         if result.capture_ns:
             self.latencies_ms.append((time.time_ns() - result.capture_ns) / 1e6)
             self._recent_latencies_ms.append(self.latencies_ms[-1])
@@ -387,6 +385,8 @@ class PublishStage(Stage):
             writer.close()
         if self.results_file is not None:
             self.results_file.close()
+        if self.mcap is not None:
+            self.mcap.close()  # PATH.partial renamed to PATH
         for slot, gen in self.ledger.commit_all():
             self._release(slot, gen)
         self._committed_stats = self._stats_snapshot()
