@@ -121,9 +121,8 @@ class BackendOptionsConfig(_Section):
     # fp32 (every backend), fp16 (tensorrt), int8 (openvino, tensorrt: calibrated on frames)
     precision: Literal["fp32", "fp16", "int8"] | None = None
     threads: int | None = Field(default=None, ge=1, le=1024)  # overrides the model's thread budget
-    # int8: the source URI calibration frames are read from (null: the reserved synthetic
-    # calibration scene, engines.backends.options.DEFAULT_CALIBRATION_SOURCE), at most
-    # calibration_frames of them (null: 64)
+    # int8: the source URI of calibration frames (null: the reserved synthetic scene,
+    # engines.backends.options.DEFAULT_CALIBRATION_SOURCE), at most calibration_frames (null: 64)
     calibration_source: str | None = None
     calibration_frames: int | None = Field(default=None, ge=1, le=100_000)
     # onnxruntime on cuda: may ORT use its TensorRT execution provider (default: yes)
@@ -251,9 +250,8 @@ class SupervisionConfig(_Section):
     restart_window_s: float = Field(default=600.0, gt=0.0, le=7 * 86400.0)
     restart_backoff_s: float = Field(default=0.5, ge=0.0, le=60.0)  # first wait; doubles per recent restart
     restart_backoff_max_s: float = Field(default=10.0, ge=0.0, le=600.0)
-    # The overlay video is encoded in closed segments of this many frames (each starts with a
-    # key frame); a restarted publish stage re-encodes only the segment it was writing.
-    # Rounded up to whole batches (see PipelineConfig.segment_frames).
+    # The overlay video is encoded in closed segments of this many frames (each starts with a key
+    # frame; rounded up to whole batches): a restarted publish re-encodes only the one it was writing.
     video_segment_frames: int = Field(default=32, ge=1, le=1024)
 
 
@@ -320,10 +318,12 @@ class TrackingConfig(_Section):
 
 
 class ObservabilityConfig(_Section):
-    """Watching a run from outside (README "Metrics")."""
+    """Watching a run from outside (README "Metrics", "Live preview")."""
 
     # Prometheus metrics over HTTP at HOST:PORT (port 0: any free); non-loopback: allow_remote
     metrics: str | None = None
+    # live preview in a browser at http://HOST:PORT/ (MJPEG overlay + stats), served by publish
+    preview: str | None = None
 
 
 class PipelineConfig(_Section):

@@ -267,6 +267,8 @@ class Supervisor:
             self.publish_endpoint = self.stages["publish"].info.get("publish_endpoint")
             if self.publish_endpoint:
                 log.info("publishing results on %s", self.publish_endpoint)
+            if self.stages["publish"].info.get("preview_url"):
+                log.info("live preview on %s", self.stages["publish"].info["preview_url"])
             self._open_progress(info)
             started = time.monotonic()
             # publish finishes last, once it has every frame up to end-of-stream

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages the live-source tests need: a real RTSP server
 # (GStreamer's gst-rtsp-server, driven by the system python3 through PyGObject) and
-# the elements it uses (videotestsrc, x264enc, rtph264pay).
+# the elements it uses (videotestsrc, x264enc, rtph264pay); and headless Chromium with its
+# WebDriver for the live preview's browser test (tests/test_preview.py, through Selenium).
 #
 # Idempotent and quiet: does nothing when everything is present; runs `apt-get update`
 # at most once. Needs root (or sudo) and Debian/Ubuntu; elsewhere it says what is
@@ -16,6 +17,8 @@ packages=(
     gstreamer1.0-plugins-base       # videotestsrc, videoconvert
     gstreamer1.0-plugins-good       # rtph264pay, rtp/rtsp elements
     gstreamer1.0-plugins-ugly       # x264enc
+    chromium                        # the live preview's browser test
+    chromium-driver                 # /usr/bin/chromedriver, for Selenium
 )
 
 check() {
@@ -31,7 +34,11 @@ raise SystemExit(1 if missing else 0)
 PY
 }
 
-if [ -x /usr/bin/python3 ] && check; then
+browser() {
+    [ -x /usr/bin/chromedriver ] && command -v chromium >/dev/null 2>&1
+}
+
+if [ -x /usr/bin/python3 ] && check && browser; then
     exit 0
 fi
 
@@ -41,7 +48,7 @@ for p in "${packages[@]}"; do
 done
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "[install-test-deps] no apt-get: install GStreamer's RTSP server bindings by hand (${missing[*]:-see script})" >&2
+    echo "[install-test-deps] no apt-get: install GStreamer's RTSP server bindings and Chromium by hand (${missing[*]:-see script})" >&2
     exit 0
 fi
 
@@ -50,7 +57,7 @@ if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         sudo=(sudo -n)
     else
-        echo "[install-test-deps] not root and no passwordless sudo: cannot install ${missing[*]:-packages}; RTSP tests will skip" >&2
+        echo "[install-test-deps] not root and no passwordless sudo: cannot install ${missing[*]:-packages}; RTSP and browser tests will skip" >&2
         exit 0
     fi
 fi
@@ -66,5 +73,8 @@ fi
 
 if ! check; then
     echo "[install-test-deps] GStreamer RTSP server still not usable after install; RTSP tests will skip" >&2
+fi
+if ! browser; then
+    echo "[install-test-deps] chromium/chromedriver still missing after install; browser tests will skip" >&2
 fi
 exit 0

@@ -12,7 +12,6 @@ the next and the committed seq, so a restarted publish (or capture) carries on f
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from fractions import Fraction
@@ -24,6 +23,7 @@ import zmq
 
 from pipeline import messages
 from pipeline.policies.publish_ledger import Decision, PublishLedger
+from pipeline.preview.stage import PublishPreview
 from pipeline.results import FrameResult, Instance
 from pipeline.sinks.json_lines import truncate_uncommitted
 from pipeline.sinks.panoptic_png import frame_png_name, panoptic_folder, write_id_png
@@ -38,6 +38,7 @@ from pipeline.stage_messages import (
     Status,
 )
 from pipeline.stages.base import Stage
+from pipeline.stages.ipc_file import bound_ipc_file, remove_ipc_file
 from pipeline.stages.progress import read_progress, write_progress
 from pipeline.tracking import Assignment, Crop, Detections, RunTracking
 from pipeline.transport import sockets
@@ -66,7 +67,7 @@ class PublishStage(Stage):
                 self.curve = secure_publisher(sock, out.curve_secret_key, out.curve_authorized_dir)
 
         self.pub = sockets.publisher(self.ctx, out.publish, prepare=prepare) if out.publish else None
-        self.ipc_file = self._bound_ipc_file()
+        self.ipc_file = bound_ipc_file(self.pub)
         self.spec = self.plan.model_spec()
         self.panoptic = self.plan.panoptic_labels()  # panoptic mode: both models' classes
         self.class_names = self.panoptic.class_names if self.panoptic else self.spec.class_names
@@ -86,6 +87,7 @@ class PublishStage(Stage):
             if self.tracking is not None:
                 self.tracking.restore(sid, state)
         self._open_outputs(saved)
+        self.preview = PublishPreview.open(self.config, self.plan)  # --preview: served from here
         self.latencies_ms: list[float] = []
         # since the last progress event, which carries them to the supervisor (its metrics)
         self._recent_latencies_ms: list[float] = []
@@ -143,31 +145,6 @@ class PublishStage(Stage):
         keys = ("frames_written", "frames_published", "frames_dropped", "frames_done", "streams", "tracks")
         return json.loads(json.dumps({k: self.stats[k] for k in keys}))
 
-    def _bound_ipc_file(self) -> tuple[str, int] | None:
-        """The socket file our ipc:// bind created, as (path, inode): ZeroMQ leaves it
-        behind, so ``close`` removes it, and only if it is still ours (not rebound since)."""
-        if self.pub is None:
-            return None
-        endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
-        path = endpoint.removeprefix("ipc://")
-        if path == endpoint or path.startswith("@"):  # tcp, or Linux's abstract namespace
-            return None
-        try:
-            return path, os.stat(path).st_ino
-        except OSError:
-            return None
-
-    def _remove_ipc_file(self) -> None:
-        bound = getattr(self, "ipc_file", None)
-        if bound is None:
-            return
-        path, inode = bound
-        try:
-            if os.stat(path).st_ino == inode:
-                os.unlink(path)
-        except OSError:
-            pass  # already gone
-
     def warm_up(self) -> None:
         """Tracking: load the label font and the tracker's code paths before the first frame
         (Pillow's font and the first labels take a noticeable moment, once)."""
@@ -186,7 +163,7 @@ class PublishStage(Stage):
 
     def ready_info(self) -> dict:
         endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode() if self.pub is not None else None
-        return {"publish_endpoint": endpoint}
+        return {"publish_endpoint": endpoint, "preview_url": self.preview.url if self.preview else None}
 
     def decode_frame(self, header: dict[str, Any], buffers: Sequence[Any]) -> PostprocessedFrame:
         return PostprocessedFrame.from_parts(header, buffers)
@@ -254,6 +231,8 @@ class PublishStage(Stage):
         self.stats["status_events"][status["event"]] = self.stats["status_events"].get(status["event"], 0) + 1
         self._recent_status.append({"stream": status["stream"], "event": status["event"]})
         self._progress(force=True)
+        if self.preview is not None:
+            self.preview.status(status["stream"], status["event"])
         if status["event"] == "eos":
             self.eos_sent.add(status["stream"])
         if self.pub is not None:
@@ -356,6 +335,8 @@ class PublishStage(Stage):
         if result.capture_ns:
             self.latencies_ms.append((time.time_ns() - result.capture_ns) / 1e6)
             self._recent_latencies_ms.append(self.latencies_ms[-1])
+        if self.preview is not None:
+            self.preview.frame(self.ring, result, image, per_stream, handle.slot, handle.gen)
         return segment_closed
 
     def _progress(self, force: bool = False) -> None:
@@ -369,10 +350,12 @@ class PublishStage(Stage):
             self._recent_latencies_ms, self._recent_status = [], []
 
     def close(self) -> None:
+        if getattr(self, "preview", None) is not None:
+            self.preview.close()  # viewers disconnected, the port free
         if self.curve is not None:
             self.curve.stop()
         super().close()
-        self._remove_ipc_file()  # after the context is gone: nothing listens on it any more
+        remove_ipc_file(getattr(self, "ipc_file", None))  # after the context is gone: nothing listens on it any more
 
     def _finish(self) -> None:
         self.finished = True

@@ -18,6 +18,7 @@ from pipeline.errors import ConfigError
 from pipeline.output_paths import check_output_paths
 from pipeline.plan import STAGES, RunPlan, source_info_to_dict
 from pipeline.planner import RunDecisions
+from pipeline.preview import check_preview_port
 from pipeline.sources.base import SourceInfo
 from pipeline.supervision.metrics import metrics_address
 from pipeline.transport import sockets
@@ -36,6 +37,8 @@ def check_before_start(config: PipelineConfig) -> None:
             )
     if config.observability.metrics is not None:
         metrics_address(config.observability.metrics, out.allow_remote)  # HOST:PORT, loopback
+    if config.observability.preview is not None:  # HOST:PORT, loopback, and free (publish binds it)
+        check_preview_port(config.observability.preview, out.allow_remote)
     for key, path in (("output.curve_secret_key", out.curve_secret_key),
                       ("output.curve_authorized_dir", out.curve_authorized_dir)):
         if path is not None and not Path(path).exists():

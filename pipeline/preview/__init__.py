@@ -1,0 +1,49 @@
+"""Live preview in a browser (``observability.preview``, ``--preview HOST:PORT``).
+
+The publish stage serves, per stream, the overlay frames as MJPEG and the live stats as
+JSON over plain HTTP (README "Live preview"): :mod:`.hub` holds the latest frame of each
+stream (the publish loop only swaps a reference), :mod:`.server` serves it, and
+:mod:`.stage` is the few calls the publish stage makes.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from pipeline.errors import ConfigError
+from pipeline.transport.sockets import is_loopback_endpoint
+
+KEY = "observability.preview"
+
+
+def preview_address(address: str, allow_remote: bool) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as ``(host, port)``; a :class:`ConfigError`
+    naming the key if it is not one, or if HOST is not loopback and ``allow_remote`` is off."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{KEY}: '{address}' is not HOST:PORT (e.g. 127.0.0.1:8090)")
+    endpoint = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+    if not allow_remote and not is_loopback_endpoint(endpoint):
+        raise ConfigError(f"{KEY}: '{address}' is not a loopback address: set output.allow_remote "
+                          "(--allow-remote) to serve the preview on it")
+    return host, int(port)
+
+
+def check_preview_port(address: str, allow_remote: bool) -> None:
+    """Fail now (before any stage starts) if the preview cannot bind ``address``: the publish
+    stage binds it later, so a port taken in between fails that stage instead (a small race)."""
+    host, port = preview_address(address, allow_remote)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
+            probe.bind((host, port))
+    except (OSError, OverflowError) as err:
+        raise ConfigError(bind_error(address, err)) from None
+
+
+def bind_error(address: str, err: BaseException) -> str:
+    reason = getattr(err, "strerror", None) or str(err)
+    return f"{KEY}: cannot serve the preview on '{address}': {reason}"
