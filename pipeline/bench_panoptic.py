@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the figures here as JSON")
     parser.add_argument("--frames", type=int, default=120, help="frames per pipeline run (default 120)")
     parser.add_argument("--rounds", type=int, default=2, help="instance/panoptic run pairs (default 2)")
-    parser.add_argument("--semantic", default="unet_demo", help="the semantic model (default unet_demo)")
+    parser.add_argument("--semantic", default="fcn8s_demo", help="the semantic model (default fcn8s_demo)")
     parser.add_argument("--size", default="640x480", help="scene size WxH (default 640x480)")
     args = parser.parse_args(argv)
     if args.frames < 10 or args.rounds < 1:

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--curve-secret-key", help="encrypt tcp publish with CURVE: the publisher's secret key file")
     parser.add_argument("--curve-authorized", help="CURVE: directory of authorized consumers' public keys")
     parser.add_argument("--model", help="model name (e.g. maskrcnn_demo, fcn_demo, maskrcnn_resnet50_fpn, fcn_resnet50); "
-                        "INSTANCE+SEMANTIC (e.g. maskrcnn_demo+unet_demo) runs both: panoptic output")
+                        "INSTANCE+SEMANTIC (e.g. maskrcnn_demo+fcn8s_demo) runs both: panoptic output")
     parser.add_argument("--weights", help="torchvision weight name (DEFAULT, COCO_V1...), checkpoint path, 'random' or 'demo'")
     parser.add_argument("--semantic-weights", help="panoptic mode (--model A+B): the semantic model's weights, as --weights")
     parser.add_argument("--backend", help="pytorch | onnxruntime | tensorrt | auto")

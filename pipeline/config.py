@@ -170,7 +170,7 @@ class ModelConfig(_Section):
     seed: int = 0  # for `random` weights
     # panoptic mode: a semantic model run on the same batches as the instance model `name`,
     # the two fused into one segment map per frame (pipeline/panoptic.py); also written
-    # `name: maskrcnn_demo+unet_demo`. It runs on the same backend, device and threads.
+    # `name: maskrcnn_demo+fcn8s_demo`. It runs on the same backend, device and threads.
     semantic: str | None = None
     semantic_weights: str = "demo"  # as `weights`, for the semantic model
     # fusion: an instance more than this fraction covered by better ones is dropped

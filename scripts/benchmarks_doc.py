@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # the model study's renderer lives in the package, installed or not
+    sys.path.insert(0, str(REPO))
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 TRACK_BEGIN, TRACK_END = "<!-- tracking:begin -->", "<!-- tracking:end -->"
 MODELS_BEGIN, MODELS_END = "<!-- models:begin -->", "<!-- models:end -->"

@@ -126,7 +126,7 @@ def test_training_data_never_uses_held_out_seed():
 # ------------------------------------------------------------------ committed checkpoints
 
 
-SHIPPED = ("maskrcnn_demo", "fcn_demo", "fcn32s_demo", "fcn16s_demo", "fcn8s_demo")  # demo weights in the repo
+SHIPPED = ("maskrcnn_demo", "fcn_demo", "fcn32s_demo", "fcn16s_demo", "fcn8s_demo", "unet_demo")  # demo weights in the repo
 
 
 def test_checkpoints_small_and_well_formed():
@@ -173,3 +173,21 @@ def test_fcn_demo_held_out_accuracy(held_out):
     name, model, _ = T.load_checkpoint(WEIGHTS / "fcn_demo.pt")
     acc = T.evaluate_frames(name, model, held_out)
     assert acc["mean_iou"] >= 0.90, acc
+
+
+def test_maskrcnn_demo_holds_on_scenes_with_stuff():
+    # fine-tuned on both scene kinds: a textured background no longer hides the shapes
+    frames = T.held_out_frames(EVAL_SEED, (640, 480), range(45, 1800, 225), "panoptic")
+    name, model, _ = T.load_checkpoint(WEIGHTS / "maskrcnn_demo.pt")
+    acc = T.evaluate_frames(name, model, frames)
+    assert acc["mask_AP"] >= 0.6 and acc["mask_AP50"] >= 0.8, acc
+
+
+def test_fcn_skip_nets_keep_the_papers_order_on_held_out_frames():
+    # the FCN paper's finding on our scenes: finer skips, better maps (FCN-8s > 16s > 32s)
+    frames = T.held_out_frames(EVAL_SEED, (640, 480), range(45, 1800, 225), "panoptic")
+    scores = {}
+    for name in ("fcn32s_demo", "fcn16s_demo", "fcn8s_demo"):
+        loaded_name, model, _ = T.load_checkpoint(WEIGHTS / f"{name}.pt")
+        scores[name] = T.evaluate_frames(loaded_name, model, frames)["pixel_accuracy"]
+    assert scores["fcn8s_demo"] > scores["fcn16s_demo"] > scores["fcn32s_demo"] >= 0.85, scores

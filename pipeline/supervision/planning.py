@@ -49,7 +49,7 @@ def check_before_start(config: PipelineConfig) -> None:
         for key, name, task in (("model.name", model.name, "an instance"), ("model.semantic", model.semantic, "a semantic")):
             if not task.endswith(get_model_entry(name).task):
                 raise ConfigError(f"{key}: panoptic mode needs {task} model here, and {name} is "
-                                  f"{get_model_entry(name).task} (--model INSTANCE+SEMANTIC, e.g. maskrcnn_demo+unet_demo)")
+                                  f"{get_model_entry(name).task} (--model INSTANCE+SEMANTIC, e.g. maskrcnn_demo+fcn8s_demo)")
         _check_model("model.semantic", model.semantic, "model.semantic_weights", model.semantic_weights)
     _check_model("model.name", model.name, "model.weights", model.weights)
 
