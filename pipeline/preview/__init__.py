@@ -11,24 +11,14 @@ from __future__ import annotations
 import socket
 
 from pipeline.errors import ConfigError
-from pipeline.transport.sockets import is_loopback_endpoint
+from pipeline.transport.sockets import http_address
 
 KEY = "observability.preview"
 
 
 def preview_address(address: str, allow_remote: bool) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as ``(host, port)``; a :class:`ConfigError`
-    naming the key if it is not one, or if HOST is not loopback and ``allow_remote`` is off."""
-    host, sep, port = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{KEY}: '{address}' is not HOST:PORT (e.g. 127.0.0.1:8090)")
-    endpoint = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
-    if not allow_remote and not is_loopback_endpoint(endpoint):
-        raise ConfigError(f"{KEY}: '{address}' is not a loopback address: set output.allow_remote "
-                          "(--allow-remote) to serve the preview on it")
-    return host, int(port)
+    """``HOST:PORT`` of the preview as ``(host, port)`` (``sockets.http_address``)."""
+    return http_address(KEY, address, allow_remote, "the preview", 8090)
 
 
 def check_preview_port(address: str, allow_remote: bool) -> None:

@@ -39,7 +39,7 @@ from prometheus_client import (
 )
 
 from pipeline.errors import ConfigError
-from pipeline.transport.sockets import is_loopback_endpoint
+from pipeline.transport.sockets import http_address
 
 KEY = "observability.metrics"
 #: capture to publish, seconds: a frame of a CPU model takes from tens of ms to seconds
@@ -56,18 +56,8 @@ def restart_reason(hung: bool, reported: bool) -> str:
 
 
 def metrics_address(address: str, allow_remote: bool) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as ``(host, port)``; a :class:`ConfigError`
-    naming the key if it is not one, or if HOST is not loopback and ``allow_remote`` is off."""
-    host, sep, port = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{KEY}: '{address}' is not HOST:PORT (e.g. 127.0.0.1:9108)")
-    endpoint = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
-    if not allow_remote and not is_loopback_endpoint(endpoint):
-        raise ConfigError(f"{KEY}: '{address}' is not a loopback address: set output.allow_remote "
-                          "(--allow-remote) to serve metrics on it")
-    return host, int(port)
+    """``HOST:PORT`` of the metrics endpoint as ``(host, port)`` (``sockets.http_address``)."""
+    return http_address(KEY, address, allow_remote, "metrics", 9108)
 
 
 def _number(value: Any) -> float | None:

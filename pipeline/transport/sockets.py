@@ -116,3 +116,21 @@ def is_loopback_endpoint(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # '*', interface names and hostnames may reach other machines
+
+
+def http_address(key: str, address: str, allow_remote: bool, what: str, example_port: int) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) of an HTTP server we serve (``what``: e.g.
+    "metrics") as ``(host, port)``; a :class:`ConfigError` naming config ``key`` if it is not
+    one, or if HOST is not loopback and ``allow_remote`` is off."""
+    from pipeline.errors import ConfigError
+
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{key}: '{address}' is not HOST:PORT (e.g. 127.0.0.1:{example_port})")
+    endpoint = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+    if not allow_remote and not is_loopback_endpoint(endpoint):
+        raise ConfigError(f"{key}: '{address}' is not a loopback address: set output.allow_remote "
+                          f"(--allow-remote) to serve {what} on it")
+    return host, int(port)
