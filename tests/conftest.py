@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +126,19 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+# the flags of a fast run that fails before any model loads (the bad-input tests)
+FAST_FAIL_ARGS = ["--weights", "random", "--output", "none", "--publish", "none", "--no-progress"]
+
+
+def run_with_port_taken(flag: str) -> tuple[subprocess.CompletedProcess, str, float]:
+    """``run_pipeline.py`` with ``flag`` naming a loopback port another socket holds:
+    (the result, the address, seconds it took)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        start = time.monotonic()
+        result = run_cli([*FAST_FAIL_ARGS, flag, address], timeout=60)
+        return result, address, time.monotonic() - start

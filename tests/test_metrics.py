@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import leftovers, run_cli, small_config
+from conftest import FAST_FAIL_ARGS, leftovers, run_cli, run_with_port_taken, small_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cli import build_parser, overrides_from_args
@@ -296,17 +296,11 @@ def test_a_run_is_scraped_while_it_runs_and_its_metrics_agree_with_the_report(tm
 
 
 # -- bad input -----------------------------------------------------------------------------
-BASE = ["--weights", "random", "--output", "none", "--publish", "none", "--no-progress"]
+BASE = FAST_FAIL_ARGS
 
 
 def test_a_port_in_use_fails_at_once_with_one_line():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        address = f"127.0.0.1:{taken.getsockname()[1]}"
-        start = time.monotonic()
-        result = run_cli([*BASE, "--metrics", address], timeout=60)
-        elapsed = time.monotonic() - start
+    result, address, elapsed = run_with_port_taken("--metrics")
     assert result.returncode == 2, result.stderr
     # one line, and nothing else: no stage started, no model loaded
     assert result.stderr.splitlines() == [

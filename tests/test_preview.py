@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, leftovers, run_cli
+from conftest import FAST_FAIL_ARGS, REPO, leftovers, run_cli, run_with_port_taken
 from PIL import Image
 
 from pipeline.preview.hub import PreviewHub, StreamFeed
@@ -285,17 +285,11 @@ def test_a_stalled_viewer_does_not_slow_the_run(run):
 
 
 # -- bad input -----------------------------------------------------------------------------
-BASE = ["--weights", "random", "--output", "none", "--publish", "none", "--no-progress"]
+BASE = FAST_FAIL_ARGS
 
 
 def test_a_port_in_use_fails_at_once_with_one_line():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        address = f"127.0.0.1:{taken.getsockname()[1]}"
-        start = time.monotonic()
-        result = run_cli([*BASE, "--preview", address], timeout=60)
-        elapsed = time.monotonic() - start
+    result, address, elapsed = run_with_port_taken("--preview")
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [
         f"error: observability.preview: cannot serve the preview on '{address}': Address already in use"]
