@@ -154,33 +154,31 @@ def _check_frame(header: dict[str, Any], buffers: list[memoryview]) -> None:
         _require(isinstance(box, list) and len(box) == 4 and all(map(_number, box)), f"{where}: 'box' is not 4 numbers")
         _check_rle(inst.get("mask"), height, width, where)
     _check_panoptic(header.get("panoptic"), buffers, height, width)
-    semantic = header.get("semantic")
-    if semantic is None:
+    _check_image_buffer("semantic", header.get("semantic"), buffers, height, width, "mono8", 1)
+
+
+def _check_image_buffer(name: str, desc: Any, buffers: Sequence[Any], height: int, width: int, encoding: str,
+                        pixel_bytes: int) -> None:
+    """A per-pixel buffer's description (``semantic``, ``panoptic``; nil: none) against the
+    frame and its buffer: index, encoding, size, row step, byte count."""
+    if desc is None:
         return
-    _require(isinstance(semantic, dict), "frame: 'semantic' is not a map")
-    index, step = semantic.get("buffer"), semantic.get("step")
-    _require(_int(index) and 0 <= index < len(buffers), f"frame: semantic buffer {index!r} not among {len(buffers)}")
-    _require(semantic.get("encoding") == "mono8", f"frame: semantic encoding {semantic.get('encoding')!r}")
-    _require(semantic.get("height") == height and semantic.get("width") == width,
-             "frame: semantic size differs from the frame's")
-    _require(_int(step) and step >= width, f"frame: semantic step {step!r} is below the width")
+    _require(isinstance(desc, dict), f"frame: '{name}' is not a map")
+    index, step = desc.get("buffer"), desc.get("step")
+    _require(_int(index) and 0 <= index < len(buffers), f"frame: {name} buffer {index!r} not among {len(buffers)}")
+    _require(desc.get("encoding") == encoding, f"frame: {name} encoding {desc.get('encoding')!r}")
+    _require(desc.get("height") == height and desc.get("width") == width, f"frame: {name} size differs from the frame's")
+    _require(_int(step) and step >= pixel_bytes * width and step % pixel_bytes == 0,
+             f"frame: {name} step {step!r} does not fit the width")
     _require(buffers[index].nbytes == height * step,
-             f"frame: semantic buffer has {buffers[index].nbytes} bytes, {height}x{step} declared")
+             f"frame: {name} buffer has {buffers[index].nbytes} bytes, {height}x{step} declared")
 
 
 def _check_panoptic(panoptic: Any, buffers: Sequence[Any], height: int, width: int) -> None:
     """The panoptic map's description (since 1.4; absent or nil otherwise) against its buffer."""
+    _check_image_buffer("panoptic", panoptic, buffers, height, width, "uint32le", 4)
     if panoptic is None:
         return
-    _require(isinstance(panoptic, dict), "frame: 'panoptic' is not a map")
-    index, step = panoptic.get("buffer"), panoptic.get("step")
-    _require(_int(index) and 0 <= index < len(buffers), f"frame: panoptic buffer {index!r} not among {len(buffers)}")
-    _require(panoptic.get("encoding") == "uint32le", f"frame: panoptic encoding {panoptic.get('encoding')!r}")
-    _require(panoptic.get("height") == height and panoptic.get("width") == width,
-             "frame: panoptic size differs from the frame's")
-    _require(_int(step) and step >= 4 * width and step % 4 == 0, f"frame: panoptic step {step!r} does not fit the width")
-    _require(buffers[index].nbytes == height * step,
-             f"frame: panoptic buffer has {buffers[index].nbytes} bytes, {height}x{step} declared")
     info = panoptic.get("segments_info")
     _require(isinstance(info, list) and all(isinstance(s, dict) and _int(s.get("id")) and _int(s.get("category_id"))
                                             for s in info), "frame: panoptic 'segments_info' is not a list of segments")

@@ -147,12 +147,17 @@ class Stage:
         """Send an event to the supervisor (never blocks the stage for long)."""
         sockets.send(self.events, *Event(self.name, kind, fields).to_parts())
 
+    def current_stats(self) -> dict[str, Any]:
+        """The stage's counters as of now, for a heartbeat (a stage whose counters live
+        elsewhere brings them up to date here, once per heartbeat, not once per frame)."""
+        return self.stats
+
     def tick(self) -> None:
         """Heartbeat when due and react to control messages; call often while waiting."""
         now = time.monotonic()
         if now - self._last_heartbeat >= self._heartbeat_every:
             self._last_heartbeat = now
-            self.emit(EventKind.HEARTBEAT, stats=self.stats)  # the counters so far: the run's metrics
+            self.emit(EventKind.HEARTBEAT, stats=self.current_stats())  # the counters so far: the run's metrics
         while self.control.poll(0):
             try:
                 kind = Control.from_parts(*sockets.recv(self.control)).kind

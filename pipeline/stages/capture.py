@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 import zmq
 
@@ -152,7 +153,7 @@ class CaptureStage(Stage):
                 self._wait_for_credits(LIVE_POLL_MS)
             raise StopRequested
         self._wait_for_start()
-        feeds = self._open_feeds()
+        feeds = self._feeds = self._open_feeds()
         try:
             self._capture(feeds)
         finally:
@@ -180,7 +181,6 @@ class CaptureStage(Stage):
             self.tick()
             for feed in feeds:
                 self._forward_status(feed.pop_events(), feed.id)
-            self.stats.update(feed_stats(feeds))  # counted as they go: heartbeats carry them
             self._collect_releases()
             if not self._may_send():
                 self._wait_for_credits(LIVE_POLL_MS)
@@ -218,6 +218,11 @@ class CaptureStage(Stage):
         active.remove(feed)
         if self.several:
             self._forward_status([{"event": "eos", "detail": detail}], feed.id)
+
+    def current_stats(self) -> dict[str, Any]:
+        """The feeds' counters as they go (heartbeats carry them to the run's metrics)."""
+        self.stats.update(feed_stats(getattr(self, "_feeds", [])))
+        return self.stats
 
     def _close_feeds(self, feeds: list[Feed]) -> None:
         for feed in feeds:

@@ -207,11 +207,9 @@ class InferStage(Stage):
     def _with_class_maps(self, found: list[RawInstances], images: list[torch.Tensor]) -> list[RawPanoptic]:
         """Panoptic mode: run the semantic model on the batch; both outputs per frame."""
         outputs, sizes = infer_images(self.semantic, images)
-        return [
-            RawPanoptic(r.frame, r.in_size, r.boxes, r.scores, r.labels, r.mask_probs, (int(size[0]), int(size[1])),
-                        np.ascontiguousarray(out.class_map.to(torch.uint8).detach().cpu().numpy()))
-            for r, size, out in zip(found, sizes, outputs, strict=True)
-        ]
+        maps = [_raw_output(r.frame, size, out) for r, size, out in zip(found, sizes, outputs, strict=True)]
+        return [RawPanoptic(r.frame, r.in_size, r.boxes, r.scores, r.labels, r.mask_probs, m.in_size, m.class_map)
+                for r, m in zip(found, maps, strict=True)]
 
 
 def _raw_output(message: PreparedFrame, size: tuple[int, int], output: Any) -> RawInstances | RawClassMap:
