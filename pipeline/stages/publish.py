@@ -71,6 +71,9 @@ class PublishStage(Stage):
         self.spec = self.plan.model_spec()
         self.panoptic = self.plan.panoptic_labels()  # panoptic mode: both models' classes
         self.class_names = self.panoptic.class_names if self.panoptic else self.spec.class_names
+        # what every result says of the model(s): model id, task, untrained (fixed for the run)
+        self._model_facts = (self.panoptic.model_id, "panoptic", self.panoptic.untrained) if self.panoptic \
+            else (self.spec.model_id, self.spec.task, self.spec.untrained)
         # commits fall on batch boundaries for files, so a replay re-forms whole batches
         self.commit_every = self.plan.fixed_batch_size() or 1
         saved = read_progress(self.plan.run_dir)
@@ -277,10 +280,10 @@ class PublishStage(Stage):
             seq=handle.seq,
             width=handle.w,
             height=handle.h,
-            model_id=self.panoptic.model_id if self.panoptic else self.spec.model_id,
-            task="panoptic" if self.panoptic else self.spec.task,
+            model_id=self._model_facts[0],
+            task=self._model_facts[1],
             class_names=list(self.class_names),
-            untrained=self.panoptic.untrained if self.panoptic else self.spec.untrained,
+            untrained=self._model_facts[2],
             pts=handle.pts,
             time_base=None if handle.tb is None else Fraction(*handle.tb),
             capture_ns=handle.capture_ns,
