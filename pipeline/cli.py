@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preview", type=_none_or, metavar="HOST:PORT",
                         help="live preview in a browser at http://HOST:PORT/ while the run lasts "
                              "(e.g. 127.0.0.1:8090; 'none' disables)")
+    parser.add_argument("--foxglove", type=_none_or, metavar="HOST:PORT",
+                        help="serve every frame's results live to Foxglove at ws://HOST:PORT (the --mcap "
+                             "messages; e.g. 127.0.0.1:8765; 'none' disables)")
     parser.add_argument("--curve-secret-key", help="encrypt tcp publish with CURVE: the publisher's secret key file")
     parser.add_argument("--curve-authorized", help="CURVE: directory of authorized consumers' public keys")
     parser.add_argument("--model", help="model name (e.g. maskrcnn_demo, fcn_demo, maskrcnn_resnet50_fpn, fcn_resnet50); "
@@ -98,6 +101,7 @@ FLAG_TO_KEY = {
     "no_progress": "output.progress",
     "metrics": "observability.metrics",
     "preview": "observability.preview",
+    "foxglove": "observability.foxglove",
 }
 
 

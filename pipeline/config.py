@@ -318,12 +318,14 @@ class TrackingConfig(_Section):
 
 
 class ObservabilityConfig(_Section):
-    """Watching a run from outside (README "Metrics", "Live preview")."""
+    """Watching a run from outside (README "Watching a run"); each HOST:PORT is loopback
+    unless ``output.allow_remote``."""
 
-    # Prometheus metrics over HTTP at HOST:PORT (port 0: any free); non-loopback: allow_remote
+    # Prometheus metrics over HTTP at HOST:PORT (port 0: any free)
     metrics: str | None = None
     # live preview in a browser at http://HOST:PORT/ (MJPEG overlay + stats), served by publish
     preview: str | None = None
+    foxglove: str | None = None  # the --mcap messages live over Foxglove's WebSocket at ws://HOST:PORT
 
 
 class PipelineConfig(_Section):
@@ -388,10 +390,8 @@ def load_config(path: str | Path | None) -> PipelineConfig:
 
 
 def apply_overrides(config: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
-    """Return a new config with dotted-key overrides applied (``{"model.name": "fcn_demo"}``).
-
-    A ``None`` value applies too (``--output none`` disables the overlay video).
-    """
+    """Return a new config with dotted-key overrides applied (``{"model.name": "fcn_demo"}``);
+    a ``None`` value applies too (``--output none`` disables the overlay video)."""
     data = config.model_dump()
     for dotted, value in overrides.items():
         section, _, key = dotted.partition(".")

@@ -267,8 +267,9 @@ class Supervisor:
             self.publish_endpoint = self.stages["publish"].info.get("publish_endpoint")
             if self.publish_endpoint:
                 log.info("publishing results on %s", self.publish_endpoint)
-            if self.stages["publish"].info.get("preview_url"):
-                log.info("live preview on %s", self.stages["publish"].info["preview_url"])
+            for key, what in (("preview_url", "live preview"), ("foxglove_url", "Foxglove live server")):
+                if self.stages["publish"].info.get(key):
+                    log.info("%s on %s", what, self.stages["publish"].info[key])
             self._open_progress(info)
             started = time.monotonic()
             # publish finishes last, once it has every frame up to end-of-stream

@@ -8,10 +8,8 @@ stream (the publish loop only swaps a reference), :mod:`.server` serves it, and
 
 from __future__ import annotations
 
-import socket
-
 from pipeline.errors import ConfigError
-from pipeline.transport.sockets import http_address
+from pipeline.transport.sockets import check_tcp_port_free, http_address
 
 KEY = "observability.preview"
 
@@ -22,14 +20,10 @@ def preview_address(address: str, allow_remote: bool) -> tuple[str, int]:
 
 
 def check_preview_port(address: str, allow_remote: bool) -> None:
-    """Fail now (before any stage starts) if the preview cannot bind ``address``: the publish
-    stage binds it later, so a port taken in between fails that stage instead (a small race)."""
+    """Fail now (before any stage starts) if the preview cannot bind ``address``."""
     host, port = preview_address(address, allow_remote)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
-            probe.bind((host, port))
+        check_tcp_port_free(host, port)
     except (OSError, OverflowError) as err:
         raise ConfigError(bind_error(address, err)) from None
 

@@ -4,6 +4,7 @@ fed with each published frame (its pixels only while someone watches)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,6 @@ from pipeline.preview import bind_error, preview_address
 from pipeline.preview.hub import PreviewHub
 from pipeline.preview.server import PreviewServer
 from pipeline.sources.live_av import redact_url
-from pipeline.transport.shm import RingOverwriteError
 
 
 class PublishPreview:
@@ -37,10 +37,10 @@ class PublishPreview:
     def url(self) -> str:
         return self.server.url
 
-    def frame(self, ring: Any, result: Any, image: np.ndarray | None, totals: dict[str, int], slot: int,
-              gen: int) -> None:
-        """A frame was published: its stats always, its pixels (``image``: the overlay drawn,
-        else the source frame in ``slot`` of ``ring``) when a viewer wants one now."""
+    def frame(self, result: Any, image: np.ndarray | Callable[[], np.ndarray | None], totals: dict[str, int]) -> None:
+        """A frame was published: its stats always, its pixels when a viewer wants one now
+        (``image``: the overlay drawn, or a function returning the source frame, None if it
+        is gone)."""
         feed = self.hub.feeds.get(result.stream)
         if feed is None:
             return
@@ -48,13 +48,9 @@ class PublishPreview:
         feed.record(totals["frames"], totals["dropped"], len(result.instances), latency)
         if not feed.wants_frame():
             return
-        if image is None:  # no overlay drawn (--output none): the plain source frame
-            image = np.array(ring.frame(slot, result.height, result.width))
-            try:
-                ring.check(slot, gen)
-            except RingOverwriteError:
-                return  # being rewritten: no preview of this frame
-        feed.offer(image)
+        pixels = image() if callable(image) else image
+        if pixels is not None:
+            feed.offer(pixels)
 
     def status(self, stream: str, event: str) -> None:
         feed = self.hub.feeds.get(stream)

@@ -39,10 +39,10 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -179,26 +179,55 @@ def panoptic_segments_msg(result: FrameResult) -> dict[str, Any]:
     return {"header": head, "detections": detections}
 
 
-def frame_messages(result: FrameResult, image: np.ndarray | None, overlay: bool) -> list[tuple[str, str, dict]]:
-    """The (topic, schema name, message) of one frame. ``image``: the frame's RGB pixels
-    (the drawn overlay when ``overlay``, else the source frame); None: no image message."""
+class MessagePart(NamedTuple):
+    """One message of a frame, not built yet: ``build()`` makes it (None: no message)."""
+
+    topic: str
+    schema: str
+    build: Callable[[], dict[str, Any] | None]
+
+
+ImageSource = np.ndarray | Callable[[], np.ndarray | None] | None
+
+
+def frame_parts(result: FrameResult, image: ImageSource, overlay: bool) -> list[MessagePart]:
+    """The messages of one frame, each built only when asked for (a live sink builds only
+    those someone subscribed to). ``image``: the frame's RGB pixels (the drawn overlay when
+    ``overlay``, else the source frame), or a function that fetches them; None: no image."""
     head = header(result)
-    out: list[tuple[str, str, dict]] = []
+    out: list[MessagePart] = []
     if image is not None:
-        out.append((topic(result.stream, "overlay" if overlay else "image"), COMPRESSED_IMAGE,
-                    {"header": head, "format": "jpeg", "data": jpeg_bytes(image)}))
+        def compressed() -> dict[str, Any] | None:
+            pixels = image() if callable(image) else image
+            return None if pixels is None else {"header": head, "format": "jpeg", "data": jpeg_bytes(pixels)}
+
+        out.append(MessagePart(topic(result.stream, "overlay" if overlay else "image"), COMPRESSED_IMAGE, compressed))
     if result.task in ("instance", "panoptic"):
-        out.append((topic(result.stream, "detections"), DETECTIONS, detections_msg(result)))
-        out.append((topic(result.stream, "instance_masks"), IMAGE,
-                    image_msg(head, instance_id_image(result), "mono16")))
+        out.append(MessagePart(topic(result.stream, "detections"), DETECTIONS, lambda: detections_msg(result)))
+        out.append(MessagePart(topic(result.stream, "instance_masks"), IMAGE,
+                               lambda: image_msg(head, instance_id_image(result), "mono16")))
     if result.class_map is not None:
-        out.append((topic(result.stream, "class_map"), IMAGE, image_msg(head, result.class_map, "mono8")))
+        out.append(MessagePart(topic(result.stream, "class_map"), IMAGE,
+                               lambda: image_msg(head, result.class_map, "mono8")))
     if result.panoptic is not None:
         if result.panoptic.size and int(result.panoptic.max()) > np.iinfo(np.uint16).max:
             raise ValueError(f"panoptic segment id {int(result.panoptic.max())} does not fit a mono16 image")
-        out.append((topic(result.stream, "panoptic"), IMAGE, image_msg(head, result.panoptic, "mono16")))
-        out.append((topic(result.stream, "panoptic_segments"), DETECTIONS, panoptic_segments_msg(result)))
+        out.append(MessagePart(topic(result.stream, "panoptic"), IMAGE,
+                               lambda: image_msg(head, result.panoptic, "mono16")))
+        out.append(MessagePart(topic(result.stream, "panoptic_segments"), DETECTIONS,
+                               lambda: panoptic_segments_msg(result)))
     return out
+
+
+def frame_messages(result: FrameResult, image: np.ndarray | None, overlay: bool) -> list[tuple[str, str, dict]]:
+    """The (topic, schema name, message) of one frame (:func:`frame_parts`, all built)."""
+    built = ((part.topic, part.schema, part.build()) for part in frame_parts(result, image, overlay))
+    return [(name, schema, message) for name, schema, message in built if message is not None]
+
+
+def log_time_ns(result: FrameResult) -> int:
+    """A message's log time: the capture time (Unix ns), else the media time."""
+    return int(result.capture_ns) or max(stamp_ns(result), 0)
 
 
 def partial_path(path: str | Path) -> Path:
@@ -245,7 +274,7 @@ class McapRecorder:
         seq this file already holds."""
         if result.seq < self._next.get(result.stream, 0):
             return False
-        log_time = int(result.capture_ns) or max(stamp_ns(result), 0)
+        log_time = log_time_ns(result)
         for name, schema, message in frame_messages(result, image, overlay):
             self._writer.write_message(name, self._schemas[schema], message, log_time=log_time,
                                        publish_time=log_time, sequence=result.seq & 0xFFFFFFFF)

@@ -25,6 +25,7 @@ from pipeline import messages
 from pipeline.policies.publish_ledger import Decision, PublishLedger
 from pipeline.preview.stage import PublishPreview
 from pipeline.results import FrameResult, Instance
+from pipeline.sinks.foxglove_live import FoxgloveLive
 from pipeline.sinks.json_lines import truncate_uncommitted
 from pipeline.sinks.panoptic_png import frame_png_name, panoptic_folder, write_id_png
 from pipeline.sinks.segmented_video import SegmentedVideoWriter, stream_video_path
@@ -42,6 +43,7 @@ from pipeline.stages.ipc_file import bound_ipc_file, remove_ipc_file
 from pipeline.stages.progress import read_progress, write_progress
 from pipeline.tracking import Assignment, Crop, Detections, RunTracking
 from pipeline.transport import sockets
+from pipeline.transport.shm import RingOverwriteError
 
 PROGRESS_EVERY_S = 0.25
 
@@ -91,6 +93,7 @@ class PublishStage(Stage):
                 self.tracking.restore(sid, state)
         self._open_outputs(saved)
         self.preview = PublishPreview.open(self.config, self.plan)  # --preview: served from here
+        self.foxglove = FoxgloveLive.open(self.config, list(self.class_names))  # --foxglove: likewise
         self.latencies_ms: list[float] = []
         # since the last progress event, which carries them to the supervisor (its metrics)
         self._recent_latencies_ms: list[float] = []
@@ -166,7 +169,8 @@ class PublishStage(Stage):
 
     def ready_info(self) -> dict:
         endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode() if self.pub is not None else None
-        return {"publish_endpoint": endpoint, "preview_url": self.preview.url if self.preview else None}
+        return {"publish_endpoint": endpoint, "preview_url": self.preview.url if self.preview else None,
+                "foxglove_url": self.foxglove.url if self.foxglove else None}
 
     def decode_frame(self, header: dict[str, Any], buffers: Sequence[Any]) -> PostprocessedFrame:
         return PostprocessedFrame.from_parts(header, buffers)
@@ -303,11 +307,9 @@ class PublishStage(Stage):
         writer = self.writers.get(handle.stream)
         overlay = image = None
         if writer is not None or self.mcap is not None:
-            # copy (the overlay, else the frame for --mcap), then check the slot still holds this frame: a
-            # restarted capture may be rewriting it (a stale frame raises here and is dropped, nothing published)
-            ring_image = self.ring.overlay if writer is not None else self.ring.frame
-            image = np.array(ring_image(handle.slot, handle.h, handle.w))
-            self.ring.check(handle.slot, handle.gen)
+            # a copy (the overlay, else the frame for --mcap), checked to be this frame's: a restarted
+            # capture may be rewriting the slot (a stale frame raises here and is dropped, nothing published)
+            image = self.ring.copy_image(handle.slot, handle.h, handle.w, handle.gen, overlay=writer is not None)
             overlay = image if writer is not None else None
         tracked = self._track(message, overlay) if self.tracking is not None else None
         result = self._result(message, tracked)
@@ -338,9 +340,20 @@ class PublishStage(Stage):
         if result.capture_ns:
             self.latencies_ms.append((time.time_ns() - result.capture_ns) / 1e6)
             self._recent_latencies_ms.append(self.latencies_ms[-1])
-        if self.preview is not None:
-            self.preview.frame(self.ring, result, image, per_stream, handle.slot, handle.gen)
+        if self.preview is not None or self.foxglove is not None:  # live views: pixels only if watched
+            pixels = image if image is not None else lambda: self._source_frame(handle)
+            if self.preview is not None:
+                self.preview.frame(result, pixels, per_stream)
+            if self.foxglove is not None:
+                self.foxglove.frame(result, pixels, overlay=writer is not None)
         return segment_closed
+
+    def _source_frame(self, handle: Any) -> np.ndarray | None:
+        """A copy of the frame's source pixels; None if its ring slot is being rewritten."""
+        try:
+            return self.ring.copy_image(handle.slot, handle.h, handle.w, handle.gen)
+        except RingOverwriteError:
+            return None
 
     def _progress(self, force: bool = False) -> None:
         """Every ``PROGRESS_EVERY_S`` (or now): frames done, and the latencies and status
@@ -353,8 +366,9 @@ class PublishStage(Stage):
             self._recent_latencies_ms, self._recent_status = [], []
 
     def close(self) -> None:
-        if getattr(self, "preview", None) is not None:
-            self.preview.close()  # viewers disconnected, the port free
+        for live in (getattr(self, "preview", None), getattr(self, "foxglove", None)):
+            if live is not None:
+                live.close()  # viewers disconnected, the port free
         if self.curve is not None:
             self.curve.stop()
         super().close()

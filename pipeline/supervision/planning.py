@@ -19,6 +19,7 @@ from pipeline.output_paths import check_output_paths
 from pipeline.plan import STAGES, RunPlan, source_info_to_dict
 from pipeline.planner import RunDecisions
 from pipeline.preview import check_preview_port
+from pipeline.sinks.foxglove_live import check_foxglove
 from pipeline.sources.base import SourceInfo
 from pipeline.supervision.metrics import metrics_address
 from pipeline.transport import sockets
@@ -39,6 +40,8 @@ def check_before_start(config: PipelineConfig) -> None:
         metrics_address(config.observability.metrics, out.allow_remote)  # HOST:PORT, loopback
     if config.observability.preview is not None:  # HOST:PORT, loopback, and free (publish binds it)
         check_preview_port(config.observability.preview, out.allow_remote)
+    if config.observability.foxglove is not None:  # likewise, and foxglove-sdk installed
+        check_foxglove(config.observability.foxglove, out.allow_remote)
     for key, path in (("output.curve_secret_key", out.curve_secret_key),
                       ("output.curve_authorized_dir", out.curve_authorized_dir)):
         if path is not None and not Path(path).exists():

@@ -145,6 +145,13 @@ class FrameRing:
         off = self._slot_offset(slot) + _SLOT_HEADER_SIZE
         return self._buf[off : off + n].reshape(height, width, 3)
 
+    def copy_image(self, slot: int, height: int, width: int, generation: int, overlay: bool = False) -> np.ndarray:
+        """A copy of the slot's frame (or overlay), checked to be of ``generation`` once
+        copied (``RingOverwriteError`` if a restarted writer is rewriting the slot)."""
+        image = np.array((self.overlay if overlay else self.frame)(slot, height, width))
+        self.check(slot, generation)
+        return image
+
     def model_input(self, slot: int, shape: tuple[int, ...]) -> np.ndarray:
         """View of the model-input region as float32 of ``shape``."""
         n = int(np.prod(shape)) * 4

@@ -134,3 +134,15 @@ def http_address(key: str, address: str, allow_remote: bool, what: str, example_
         raise ConfigError(f"{key}: '{address}' is not a loopback address: set output.allow_remote "
                           f"(--allow-remote) to serve {what} on it")
     return host, int(port)
+
+
+def check_tcp_port_free(host: str, port: int) -> None:
+    """Raise ``OSError`` (``OverflowError`` for a bad port) if a TCP server could not bind
+    ``(host, port)`` now. For servers a stage binds later: the error comes before any stage
+    starts (a port taken in between still fails that stage: a small race)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        probe.bind((host, port))
