@@ -142,3 +142,15 @@ def run_with_port_taken(flag: str) -> tuple[subprocess.CompletedProcess, str, fl
         start = time.monotonic()
         result = run_cli([*FAST_FAIL_ARGS, flag, address], timeout=60)
         return result, address, time.monotonic() - start
+
+
+def scrape_metrics(port: int) -> dict[tuple, float]:
+    """One scrape of ``http://127.0.0.1:PORT/metrics``, parsed with the Prometheus text
+    parser: (sample name, sorted labels) -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}

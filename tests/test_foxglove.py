@@ -1,6 +1,6 @@
 """``--foxglove HOST:PORT``: the ``--mcap`` messages served live over the Foxglove WebSocket
-protocol. A real WebSocket client (``websocket-client``, speaking the protocol by hand)
-subscribes and decodes what it gets with mcap_ros2's decoder; checked against the messages
+protocol. A real WebSocket client (``pipeline/tools/foxglove_client.py``: websocket-client,
+speaking the protocol by hand, not the SDK) subscribes and decodes what it gets with mcap_ros2's decoder; checked against the messages
 the MCAP recorder builds and against the run's ``--save-results``. No mocks."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import json
 import os
 import resource
 import socket
-import struct
 import subprocess
 import sys
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -24,70 +24,16 @@ from pipeline.results import FrameResult, Instance
 from pipeline.sinks.mcap_recorder import frame_messages, schema_text
 
 pytest.importorskip("foxglove", reason="the robotics extra (foxglove-sdk) is not installed")
-websocket = pytest.importorskip("websocket", reason="websocket-client (the dev extra) is not installed")
+pytest.importorskip("websocket", reason="websocket-client (the dev extra) is not installed")
 
-from mcap_ros2._dynamic import generate_dynamic, serialize_dynamic  # noqa: E402
+from mcap_ros2._dynamic import serialize_dynamic  # noqa: E402
 
-from pipeline.sinks.foxglove_live import SUBPROTOCOL, FoxgloveLive  # noqa: E402
+from pipeline.sinks.foxglove_live import FoxgloveLive  # noqa: E402
+from pipeline.tools.foxglove_client import FoxgloveClient  # noqa: E402
 
-MESSAGE_DATA = 0x01  # binary opcode of a subscribed message: u8 op, u32 subscription, u64 log time, payload
 
-
-class Client:
-    """A Foxglove WebSocket client: learns the channels, subscribes, decodes messages."""
-
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}", subprotocols=[SUBPROTOCOL], timeout=timeout)
-        self.channels: dict[int, dict] = {}  # by channel id
-        self.subscriptions: dict[int, int] = {}  # subscription id -> channel id
-        self.received: list[tuple[str, int, object]] = []  # (topic, log time, decoded)
-        self.payloads: list[bytes] = []  # the CDR bytes of each, in the same order
-        self.server_info: dict | None = None
-        self.closed = False
-
-    def subscribe(self, channel_id: int) -> None:
-        sub = len(self.subscriptions) + 1
-        self.subscriptions[sub] = channel_id
-        self.ws.send(json.dumps({"op": "subscribe", "subscriptions": [{"id": sub, "channelId": channel_id}]}))
-
-    def poll(self, subscribe_all: bool = True) -> bool:
-        """Handle one message (False on timeout); subscribes to every channel advertised."""
-        try:
-            data = self.ws.recv()
-        except websocket.WebSocketTimeoutException:
-            return False
-        except websocket.WebSocketConnectionClosedException:
-            data = ""
-        if data == "":  # the server closed the connection
-            self.closed = True
-            return False
-        if isinstance(data, str):
-            message = json.loads(data)
-            if message["op"] == "serverInfo":
-                self.server_info = message
-            elif message["op"] == "advertise":
-                for channel in message["channels"]:
-                    self.channels[channel["id"]] = channel
-                    if subscribe_all:
-                        self.subscribe(channel["id"])
-            return True
-        op, sub, log_time = struct.unpack_from("<BIQ", data)
-        assert op == MESSAGE_DATA
-        channel = self.channels[self.subscriptions[sub]]
-        assert channel["encoding"] == "cdr" and channel["schemaEncoding"] == "ros2msg"
-        decode = generate_dynamic(channel["schemaName"], channel["schema"])[channel["schemaName"]]
-        self.received.append((channel["topic"], log_time, decode(data[13:])))
-        self.payloads.append(bytes(data[13:]))
-        return True
-
-    def poll_until(self, predicate, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < deadline, f"timed out; received {len(self.received)}"
-            self.poll()
-
-    def close(self) -> None:
-        self.ws.close()
+def _client(port: int, timeout: float = 5.0) -> FoxgloveClient:
+    return FoxgloveClient(f"ws://127.0.0.1:{port}", timeout=timeout)
 
 
 def _result(seq: int, size: tuple[int, int] = (48, 64)) -> FrameResult:
@@ -119,7 +65,7 @@ def test_a_client_gets_exactly_the_recorded_messages_of_what_it_subscribed():
 
         assert live.frame(_result(0), pixels, overlay=True) == 0  # nobody connected
         assert asked == [] and live.messages_sent == 0  # ... so nothing was built, not even the JPEG
-        client = Client(live.port)
+        client = _client(live.port)
         client.poll_until(lambda: len(client.subscriptions) == 3)  # overlay, detections, instance_masks
         assert {c["topic"] for c in client.channels.values()} == {
             "/segstream/0/overlay", "/segstream/0/detections", "/segstream/0/instance_masks"}
@@ -154,7 +100,7 @@ def test_a_stalled_client_neither_blocks_the_sender_nor_grows_memory():
     live = FoxgloveLive("127.0.0.1:0", False, ["background", "circle", "square"])
     client = None
     try:
-        client = Client(live.port)
+        client = _client(live.port)
         client.ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         rng = np.random.default_rng(0)
         frame = rng.integers(0, 255, (480, 640, 3), np.uint8)  # JPEGs of ~200 KB: fills any buffer fast
@@ -208,7 +154,7 @@ def test_a_live_run_serves_what_it_saves(tmp_path: Path):
         deadline = time.monotonic() + 120
         while client is None:
             try:
-                client = Client(port, timeout=2)
+                client = _client(port, timeout=2)
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
                 time.sleep(0.2)
@@ -262,3 +208,40 @@ def test_a_non_loopback_address_needs_allow_remote():
     assert result.stderr.splitlines() == [
         "error: observability.foxglove: '0.0.0.0:8765' is not a loopback address: set output.allow_remote "
         "(--allow-remote) to serve the Foxglove server on it"]
+
+
+def test_the_command_line_client_counts_what_it_receives(capsys):
+    from pipeline.tools.foxglove_client import main
+
+    live = FoxgloveLive("127.0.0.1:0", False, ["background", "circle", "square"])
+    stop = threading.Event()
+
+    def send() -> None:
+        seq = 0
+        while not stop.wait(0.05):
+            live.frame(_result(seq), np.zeros((48, 64, 3), np.uint8), overlay=False)
+            seq += 1
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        assert main([f"ws://127.0.0.1:{live.port}", "--seconds", "2"]) == 0
+    finally:
+        stop.set()
+        sender.join()
+        live.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "/segstream/0/detections", "/segstream/0/image", "/segstream/0/instance_masks"]
+    assert all(int(line.split(": ")[1].split()[0]) > 5 for line in lines)
+
+
+def test_the_command_line_client_names_a_bad_url(capsys):
+    from pipeline.tools.foxglove_client import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens on it
+    assert main([f"ws://127.0.0.1:{port}", "--seconds", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot connect to 'ws://127.0.0.1:{port}'")

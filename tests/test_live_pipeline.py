@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 
 import av
 import pytest
-from conftest import REPO, leftovers, stage_pids
+from conftest import REPO, leftovers, scrape_metrics, stage_pids
 from rtsp_server import RtspServer, rtsp_server_unavailable
 
 from pipeline.client import ResultSubscriber
@@ -69,16 +70,45 @@ def _wait_status(sub: ResultSubscriber, event: str, timeout: float) -> bool:
     return False
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _feed(port: int) -> dict[str, float]:
+    """The live-feed metrics of stream 0, scraped now."""
+    samples = scrape_metrics(port)
+    stream = (("stream", "0"),)
+    return {name: samples.get((f"segstream_{name}", stream), 0.0)
+            for name in ("reconnects_total", "offline_seconds_total", "stream_online", "frames_read_total")}
+
+
 def test_rtsp_stream_is_segmented_and_survives_a_server_outage(tmp_path):
-    with RtspServer(fps=10) as server, _running(tmp_path, server.url) as (proc, endpoint):
+    """... and the Prometheus metrics follow it: the feed goes offline (the gauge drops, the
+    offline seconds grow while it stays away), comes back (reconnects count), and they end
+    as the report does."""
+    port = _free_port()
+    with RtspServer(fps=10) as server, _running(tmp_path, server.url, "--metrics", f"127.0.0.1:{port}") as (
+            proc, endpoint):
         with ResultSubscriber(endpoint) as sub:
             first = _first_results(sub, proc, 5)
             assert all(f.header["width"] == 320 and f.header["height"] == 240 for f in first)
             seqs = [f.seq for f in first]
             assert seqs == sorted(seqs) and len(set(seqs)) == 5  # never reordered
+            time.sleep(1.5)  # a heartbeat (each second) brings capture's counters to the supervisor
+            before = _feed(port)
+            assert before["stream_online"] == 1 and before["reconnects_total"] == 0
+            assert before["offline_seconds_total"] == 0 and before["frames_read_total"] >= 5
             server.kill()
             assert _wait_status(sub, "offline", timeout=30), sub.statuses
             assert proc.poll() is None, "pipeline must keep running while the feed is down"
+            time.sleep(1.5)
+            down = _feed(port)
+            time.sleep(3.0)
+            still_down = _feed(port)
+            assert down["stream_online"] == still_down["stream_online"] == 0
+            assert still_down["offline_seconds_total"] - down["offline_seconds_total"] >= 1.5  # it grows
             server.restart()
             assert _wait_status(sub, "online", timeout=30), sub.statuses
             resumed_from = time.monotonic()
@@ -86,11 +116,17 @@ def test_rtsp_stream_is_segmented_and_survives_a_server_outage(tmp_path):
             assert len(after) == 3, "results did not resume after the server came back"
             assert time.monotonic() - resumed_from < 15
             assert after[0].seq > seqs[-1]
+            time.sleep(1.5)
+            back = _feed(port)
+            assert back["stream_online"] == 1 and back["reconnects_total"] >= 1
+            assert back["offline_seconds_total"] >= still_down["offline_seconds_total"]
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["reconnects"] >= 1
+    assert report["reconnects"] == back["reconnects_total"]  # no outage after the last scrape
+    assert report["offline_s"] == pytest.approx(back["offline_seconds_total"], abs=1.0)
     assert report["status_events"].get("offline", 0) >= 1 and report["status_events"].get("online", 0) >= 1
     # every frame the source delivered was either published or counted as dropped
     assert report["frames_read"] == report["frames_published"] + report["frames_dropped"]
