@@ -24,6 +24,7 @@ if str(REPO) not in sys.path:  # the model study's renderer lives in the package
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 TRACK_BEGIN, TRACK_END = "<!-- tracking:begin -->", "<!-- tracking:end -->"
 MODELS_BEGIN, MODELS_END = "<!-- models:begin -->", "<!-- models:end -->"
+OBS_BEGIN, OBS_END = "<!-- observability:begin -->", "<!-- observability:end -->"
 BENCH_DIR = REPO / "docs" / "bench"
 TRACKING_GOALS = {"IDF1": 0.90, "HOTA": 0.80, "MOTA": 0.85}
 STAGES = ("capture", "preprocess", "infer", "postprocess", "publish")
@@ -189,6 +190,27 @@ def segmentation_section(panoptic: dict | None, study: dict | None) -> str:
     return "\n".join(lines)
 
 
+def observability_section(bench: dict | None) -> str:
+    """What --metrics, --preview and --foxglove cost (pipeline.bench_observability)."""
+    if not bench:
+        return ""
+    o, s, m = bench["overhead"], bench["stalled"], bench["machine"]
+    un, st = s["unwatched"], s["stalled"]
+    return "\n".join([
+        f"Command: `{bench['command']}` on {m['cpu']} ({m['cores']} cores), commit `{bench.get('commit')}`, "
+        f"{bench.get('date', '')[:10]}.", "",
+        "| run | fps | against all off |", "|---|---|---|",
+        f"| all three off | {o['fps_off']:.2f} | 1.000 |",
+        f"| metrics + preview + Foxglove on and watched | {o['fps_watched']:.2f} | {o['watched_over_off']:.3f} |", "",
+        f"Best of {len(o['runs']['off'])} alternating runs each on `{o['source']}` (goal: at least 0.95). "
+        f"A viewer that stops reading, on a realtime run of `{s['source']}` with all three on: "
+        f"{st['fps']:.2f} fps and {st['dropped']} frames dropped, against {un['fps']:.2f} fps and "
+        f"{un['dropped']} dropped with nobody connected; the publish stage's resident memory went "
+        f"{st['rss_first_mib']} → {st['rss_last_mib']} MiB (peak {st['rss_max_mib']}) with the stalled "
+        f"viewers, {un['rss_first_mib']} → {un['rss_last_mib']} MiB (peak {un['rss_max_mib']}) without.",
+    ])
+
+
 def render_doc(figures: dict, gpu: dict | None, extra: str = "") -> str:
     cases = figures["cases"]
     parts = [
@@ -269,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="output of python -m pipeline.bench_panoptic --json FILE (if it exists)")
     parser.add_argument("--model-study", default=str(BENCH_DIR / "model_study.json"),
                         help="output of python -m pipeline.evaluation.model_study --json FILE (if it exists)")
+    parser.add_argument("--observability", default=str(BENCH_DIR / "observability.json"),
+                        help="output of python -m pipeline.bench_observability --json FILE (if it exists)")
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if the docs are stale")
     args = parser.parse_args(argv)
     try:
@@ -296,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         sizes = {p.stem: p.stat().st_size / 1e6 for p in (REPO / "engines" / "weights").glob("*.pt")}
         readme = splice(readme, "\n".join([MODELS_BEGIN, "", summary_table(study, sizes), "", MODELS_END]),
                         MODELS_BEGIN, MODELS_END)
+    observability = observability_section(_optional_json(args.observability))
+    if OBS_BEGIN in readme and observability:
+        readme = splice(readme, "\n".join([OBS_BEGIN, "", observability, "", OBS_END]), OBS_BEGIN, OBS_END)
     if args.check:
         stale = [p for p, text in ((args.docs, doc), (args.readme, readme)) if Path(p).read_text() != text]
         for path in stale:
