@@ -122,7 +122,13 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the pipeline from the command line; returns the exit code (0, 2 bad input or a
-    failed run, 130 interrupted by Ctrl-C/SIGTERM)."""
+    failed run, 130 interrupted by Ctrl-C/SIGTERM). ``segstream fleet ...`` is
+    ``python -m pipeline.fleet ...`` (docs/FLEET.md)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["fleet"]:  # many files and cameras over a Ray cluster: its own command line
+        from pipeline.fleet.cli import main as fleet_main
+
+        return fleet_main(argv[1:])
     startup_signals.defer()  # again, for callers other than run_pipeline.py
     try:
         args = build_parser().parse_args(argv)
