@@ -202,12 +202,15 @@ def observability_section(bench: dict | None) -> str:
         "| run | fps | against all off |", "|---|---|---|",
         f"| all three off | {o['fps_off']:.2f} | 1.000 |",
         f"| metrics + preview + Foxglove on and watched | {o['fps_watched']:.2f} | {o['watched_over_off']:.3f} |", "",
-        f"Best of {len(o['runs']['off'])} alternating runs each on `{o['source']}` (goal: at least 0.95); "
+        f"Best of {len(o['runs']['off'])} alternating runs each on `{o['source']}` (goal: at least 0.95; "
+        "watched/off of each pair: " + ", ".join(f"{w / f:.3f}" for f, w in zip(o["runs"]["off"], o["runs"]["watched"],
+                                                                              strict=True)) + "); "
         f"the watching clients run on the same cores and used {o['last_clients'].get('clients_cpu_s', '?')} s "
         "of CPU in the last watched run. "
         f"A viewer that stops reading, on a realtime run of `{s['source']}` with all three on: "
         f"{st['fps']:.2f} fps and {st['dropped']} frames dropped, against {un['fps']:.2f} fps and "
-        f"{un['dropped']} dropped with nobody connected; from 10 s in to the end, the publish stage's "
+        f"{un['dropped']} dropped with nobody connected; once warmed up (25 s after the start) to the end, "
+        "the publish stage's "
         "resident memory went "
         f"{st['rss_first_mib']} → {st['rss_last_mib']} MiB (peak {st['rss_max_mib']}) with the stalled "
         f"viewers, {un['rss_first_mib']} → {un['rss_last_mib']} MiB (peak {un['rss_max_mib']}) without.",
