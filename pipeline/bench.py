@@ -226,6 +226,21 @@ def commit() -> str | None:
     return (out.stdout.strip() + ("+dirty" if dirty else "")) or None
 
 
+def provenance(module: str, argv: list[str] | None) -> dict:
+    """Where a benchmark's figures come from: its command, this machine, the commit, the date (UTC)."""
+    return {"command": f"python -m {module} " + shlex.join(argv if argv is not None else sys.argv[1:]),
+            "machine": machine(), "commit": commit(), "date": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def write_figures(figures: dict, path: str | None) -> None:
+    """Print the figures as JSON, and write them to ``path`` when one is given."""
+    text = json.dumps(figures, indent=1)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+    print(text)
+
+
 def make_clip(path: Path, size: str, frames: int, seed: int = 11) -> Path:
     """An H.264 file of a synthetic scene (not the default seed) for the file-input cases,
     encoded as a camera would (libx264 veryfast, crf 23): the sensor noise of the scene at
@@ -310,11 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         config = apply_overrides(config, {"source.realtime": True})
     config = apply_overrides(config, {"output.publish": None, "output.progress": False, "output.save_results": None,
                                       "output.report": None})
-    figures: dict = {
-        "command": "python -m pipeline.bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(), "machine": machine(),
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ},
-    }
+    figures: dict = {**provenance("pipeline.bench", argv),
+                     "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}}
     skip = set(args.skip)
     with tempfile.TemporaryDirectory() as tmp:
         if args.suite == "full":

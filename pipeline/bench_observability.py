@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import socket
 import subprocess
 import sys
@@ -30,7 +29,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 __all__ = ["bench_overhead", "bench_stalled", "main"]
@@ -235,9 +233,7 @@ def bench_stalled(seconds: float, fps: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: print (and with ``--json`` write) the figures; 2 on bad arguments."""
-    from datetime import UTC, datetime
-
-    from pipeline.bench import commit, machine
+    from pipeline.bench import provenance, write_figures
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench_observability", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -255,8 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {module} is not installed (pip install -e '.[{extra}]')", file=sys.stderr)
             return 2
     result: dict[str, Any] = {
-        "command": "python -m pipeline.bench_observability " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine(), "commit": commit(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance("pipeline.bench_observability", argv),
         "overhead": bench_overhead(args.frames, args.rounds),
         "stalled": bench_stalled(args.stall_seconds, args.stall_fps),
     }  # fmt: skip
@@ -265,10 +260,7 @@ def main(argv: list[str] | None = None) -> int:
           f"stalled viewer: {s['stalled']['fps']:.2f} vs {s['unwatched']['fps']:.2f} fps, publish RSS "
           f"{s['stalled']['rss_first_mib']} -> {s['stalled']['rss_last_mib']} MiB "
           f"(unwatched {s['unwatched']['rss_first_mib']} -> {s['unwatched']['rss_last_mib']})", file=sys.stderr)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    write_figures(result, args.json)
     return 0
 
 

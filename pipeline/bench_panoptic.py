@@ -13,10 +13,8 @@ command and machine.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 __all__ = ["bench_panoptic", "main"]
@@ -57,10 +55,8 @@ def bench_panoptic(semantic: str, frames: int, rounds: int, size: str = "640x480
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: print (and with ``--json`` write) the figures; 2 on bad arguments."""
-    from datetime import UTC, datetime
-
     from engines.registry import get_model_entry, list_models
-    from pipeline.bench import commit, machine
+    from pipeline.bench import provenance, write_figures
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench_panoptic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,17 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --semantic {args.semantic!r} is not a semantic model", file=sys.stderr)
         return 2
     result: dict[str, Any] = {
-        "command": "python -m pipeline.bench_panoptic " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine(), "commit": commit(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance("pipeline.bench_panoptic", argv),
         "pipeline": bench_panoptic(args.semantic, args.frames, args.rounds, args.size),
     }  # fmt: skip
     p = result["pipeline"]
     print(f"pipeline fps {INSTANCE} alone {p['fps_instance']:.2f}, +{args.semantic} (panoptic) "
           f"{p['fps_panoptic']:.2f}: panoptic/instance {p['panoptic_over_instance']:.3f}", file=sys.stderr)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    write_figures(result, args.json)
     return 0
 
 

@@ -8,11 +8,9 @@ asserted in tests; docs/BENCHMARKS.md quotes this output with its command and ma
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,9 +88,7 @@ def bench_pipeline_tracking(frames: int, rounds: int, source: str | None = None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from datetime import UTC, datetime
-
-    from pipeline.bench import commit, machine
+    from pipeline.bench import provenance, write_figures
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench_tracking", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --frames must be at least 10 and --rounds at least 0", file=sys.stderr)
         return 2
     result: dict[str, Any] = {
-        "command": "python -m pipeline.bench_tracking " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine(), "commit": commit(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance("pipeline.bench_tracking", argv),
         "tracker_ms_per_frame_1280x720": bench_tracker(),
     }
     print(f"tracker ms/frame at 1280x720 (instances: ms): {result['tracker_ms_per_frame_1280x720']}", file=sys.stderr)
@@ -114,10 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         p = result["pipeline"]
         print(f"pipeline fps tracking on {p['fps_on']:.2f}, off {p['fps_off']:.2f}: on/off {p['on_over_off']:.3f}",
               file=sys.stderr)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    write_figures(result, args.json)
     return 0
 
 

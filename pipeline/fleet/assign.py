@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from pipeline.fleet.files import FleetInputError, _read_list
+from pipeline.fleet.files import FleetInputError, read_list
 
 __all__ = ["StreamSpec", "parse_stream", "load_streams", "assign_streams", "DEFAULT_SIZE"]
 
@@ -64,7 +64,7 @@ def parse_stream(line: str, index: int) -> StreamSpec:
 
 def load_streams(uris: list[str], list_files: list[str] = ()) -> list[StreamSpec]:
     """Every stream from the command line and the list files, names checked unique."""
-    lines = [ln for path in list_files for ln in _read_list(path)] + list(uris)
+    lines = [ln for path in list_files for ln in read_list(path)] + list(uris)
     if not lines:
         raise FleetInputError("no streams (give URIs or --list FILE)")
     specs = [parse_stream(line, i) for i, line in enumerate(lines)]

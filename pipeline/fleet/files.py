@@ -37,6 +37,7 @@ __all__ = [
     "FleetInputError",
     "FileJob",
     "expand_inputs",
+    "read_list",
     "make_jobs",
     "split_committed",
     "is_committed",
@@ -75,7 +76,8 @@ def _is_uri(text: str) -> bool:
     return bool(_SCHEME.match(text))
 
 
-def _read_list(path: str) -> list[str]:
+def read_list(path: str) -> list[str]:
+    """The entries of a list file: one path or URI per line; blank lines and ``#`` comments skipped."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
@@ -94,7 +96,7 @@ def expand_inputs(items: list[str], list_files: list[str] = ()) -> list[str]:
     """
     found: list[str] = []
     for path in list_files:
-        found += _read_list(path)
+        found += read_list(path)
     for item in items:
         if not _is_uri(item) and any(c in item for c in "*?["):
             matches = sorted(glob.glob(item, recursive=True))
