@@ -168,6 +168,25 @@ def test_directory_keeps_the_last_endpoint_while_a_worker_restarts() -> None:
     assert moving["x"]["status"] == "restarting" and moving["x"]["endpoint"] == "tcp://h:1"
     failed = directory_entries({**info, "running": False, "error": "bad uri"}, streams, {})
     assert failed["x"]["status"] == "failed" and failed["x"]["error"] == "bad uri"
+    ended = directory_entries({**info, "running": False, "relaunching": True, "error": "killed"}, streams, {})
+    assert ended["x"]["status"] == "restarting" and ended["x"]["error"] == "killed"
+
+
+@pytest.mark.parametrize(("exit_code", "history", "now", "restart", "delay"), [
+    (-9, [], 100.0, True, 1.0),  # killed (e.g. the OOM killer): started again after 1 s
+    (1, [50.0, 90.0], 100.0, True, 4.0),  # a failed run: the backoff doubles with each recent relaunch
+    (1, [60.0, 70.0, 80.0, 90.0], 100.0, True, 16.0),
+    (1, [0.0, 1.0, 2.0, 3.0, 4.0], 700.0, True, 1.0),  # relaunches older than 10 min no longer count
+    (1, [560.0, 570.0, 580.0, 590.0, 595.0], 600.0, False, 0.0),  # 5 within 10 min: a crash loop, give up
+    (0, [], 100.0, False, 0.0),  # its streams ended cleanly: nothing to restart
+    (2, [], 100.0, False, 0.0),  # it refused its input: it would again
+])
+def test_a_stream_pipeline_that_ends_is_relaunched_by_the_policy(exit_code, history, now, restart, delay) -> None:
+    from pipeline.fleet.stream_worker import relaunch_decision
+
+    decision = relaunch_decision(exit_code, history, now)
+    assert decision.restart is restart, decision
+    assert decision.delay_s == delay
 
 
 def test_directory_serves_json_over_http() -> None:

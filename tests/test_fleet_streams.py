@@ -3,11 +3,14 @@
 Three realtime synthetic streams on two worker actors; the node of the two-stream worker is
 removed: Ray restarts that worker on the other node, its streams publish again there, the
 directory points at the new endpoint, and a real ZeroMQ SUB receives their frames from it.
-The untouched stream keeps its endpoint. Ctrl-C stops everything, leaving nothing behind.
+The untouched stream keeps its endpoint. Then its pipeline is killed on its live node: the
+worker starts it again on a new endpoint, which the directory shows. Ctrl-C stops
+everything, leaving nothing behind.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -84,6 +87,13 @@ def receive_frame(endpoint: str, topic: str, timeout_s: float = 45.0) -> int:
         sub.close()
 
 
+def pipeline_pids(fragment: str) -> list[int]:
+    """The run_pipeline.py processes whose command line holds ``fragment``."""
+    out = subprocess.run(["ps", "-eww", "-o", "pid=,args="], capture_output=True, text=True).stdout  # ww: whole lines
+    return [int(line.split(None, 1)[0]) for line in out.splitlines()
+            if "run_pipeline.py" in line and fragment in line]
+
+
 def directory(url: str) -> dict:
     try:
         return fetch_streams(url)
@@ -132,6 +142,18 @@ def test_streams_move_when_a_node_dies_and_the_directory_follows(tmp_path) -> No
             receive_frame(after[name]["endpoint"], after[name]["topic"])
             endpoints.add(after[name]["endpoint"])
         print(f"restarted {moved_in:.1f} s after the node loss")
+
+        # cam-a's pipeline killed on a live node (as the OOM killer would): its worker starts it again
+        (victim_pid,) = pipeline_pids("seed=1&")
+        killed_at = time.time()
+        os.kill(victim_pid, signal.SIGKILL)
+        relaunched = wait_for("cam-a to be relaunched", lambda: (
+            d if (e := (d := directory(url)).get("cam-a", {})).get("status") == "live" and e["since"] > killed_at
+            else None), 60, fleet)
+        assert relaunched["cam-a"]["endpoint"] != live["cam-a"]["endpoint"]
+        assert relaunched["cam-a"]["node"] == live["cam-a"]["node"]  # the same worker, on its node
+        receive_frame(relaunched["cam-a"]["endpoint"], relaunched["cam-a"]["topic"])
+        endpoints.add(relaunched["cam-a"]["endpoint"])
         fleet.send_signal(signal.SIGINT)
         _, stderr = fleet.communicate(timeout=60)
     finally:
@@ -140,7 +162,7 @@ def test_streams_move_when_a_node_dies_and_the_directory_follows(tmp_path) -> No
             fleet.wait()
         cluster.shutdown()
     assert fleet.returncode == 130, stderr
-    assert "stream cam-b: restarting" in stderr
+    assert "stream cam-b: restarting" in stderr and "stream cam-a: restarting" in stderr
     deadline = time.monotonic() + 20
     while fleet_processes() and time.monotonic() < deadline:
         time.sleep(0.5)

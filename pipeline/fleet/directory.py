@@ -54,7 +54,8 @@ def directory_entries(info: dict[str, Any] | None, streams: list[dict[str, Any]]
             continue
         out[name] = {
             "endpoint": info["endpoint"], "topic": str(topic), "uri": stream["uri"],
-            "status": "live" if info["running"] else "failed", "node": info["node"],
+            "status": "live" if info["running"] else "restarting" if info.get("relaunching") else "failed",
+            "node": info["node"],
             "host": info["host"], "worker": info["worker"], "since": info["since"],
             "error": info.get("error"),
         }

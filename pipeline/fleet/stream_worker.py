@@ -4,6 +4,12 @@ The actor starts its pipeline in its constructor, so a restart is all it takes t
 when a node dies, Ray restarts the actor (``max_restarts=-1``) on a node that is alive and
 runs the constructor again with the same streams, which starts a new pipeline there on a
 new endpoint; the driver's directory picks the new endpoint up at its next poll.
+
+A pipeline that ends by itself while its node lives (killed by the OOM killer, a feed that
+stayed away past its reconnect attempts) is started again by its worker, after a backoff,
+by :data:`RELAUNCH_POLICY` (the supervisor's restart policy: a crash loop gives up). One
+that ended cleanly (its streams ended: exit 0) or refused its input (exit 2: it would
+refuse again) is not: its streams show ``failed`` with the pipeline's error line.
 """
 
 from __future__ import annotations
@@ -17,8 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.fleet.child import ChildPipeline, sweep_dead_pipelines
+from pipeline.policies.restart import RestartDecision, RestartPolicy
 
-__all__ = ["StreamWorker", "stream_pipeline_args", "free_port", "is_loopback"]
+__all__ = ["StreamWorker", "stream_pipeline_args", "free_port", "is_loopback", "relaunch_decision",
+           "RELAUNCH_POLICY"]
+
+# at most 5 relaunches of a worker's pipeline within 10 minutes, after 1, 2, 4 ... 30 s
+RELAUNCH_POLICY = RestartPolicy(max_restarts=5, window_s=600.0, backoff_s=1.0, backoff_max_s=30.0)
+EXIT_DONE, EXIT_BAD_INPUT = 0, 2  # run_pipeline.py's exit codes that a relaunch would not change
+
+
+def relaunch_decision(exit_code: int, history: list[float], now: float,
+                      policy: RestartPolicy = RELAUNCH_POLICY) -> RestartDecision:
+    """Whether a stream pipeline that exited with ``exit_code`` is started again, given the
+    times of its earlier relaunches (``history``)."""
+    if exit_code == EXIT_DONE:
+        return RestartDecision(False, reason="its streams ended")
+    return policy.decide(history, now, reported_error=exit_code == EXIT_BAD_INPUT)
 
 
 def is_loopback(host: str) -> bool:
@@ -64,28 +85,47 @@ class StreamWorker:
                  publish_host: str, run_id: str) -> None:
         import ray
 
-        sweep_dead_pipelines()  # e.g. this worker's own pipeline, if its node died here
         self.index = index
         self.streams = streams
+        self.pipeline_args, self.run_id = pipeline_args, run_id
         self.node = ray.get_runtime_context().get_node_id()
-        node_ip = ray.util.get_node_ip_address()
-        host = node_ip if publish_host == "node" else publish_host
-        self.endpoint = f"tcp://{host}:{free_port(host)}"
-        self.host = node_ip
-        args = stream_pipeline_args([s["uri"] for s in streams], self.endpoint, pipeline_args,
-                                    remote=not is_loopback(host))
-        log = Path(tempfile.gettempdir()) / f"segstream-fleet-{run_id}-w{index}-{os.getpid()}.log"
-        self.child = ChildPipeline(args, log, run_id)
+        self.host = ray.util.get_node_ip_address()
+        self.publish_host = self.host if publish_host == "node" else publish_host
+        self.relaunches: list[float] = []  # monotonic times of this worker's relaunches
+        self._relaunch_at: float | None = None
+        self._launch()
+
+    def _launch(self) -> None:
+        """Start the pipeline on a fresh port (first, or after the last one ended)."""
+        sweep_dead_pipelines()  # e.g. this worker's own pipeline, if it or its node died here
+        self.endpoint = f"tcp://{self.publish_host}:{free_port(self.publish_host)}"
+        args = stream_pipeline_args([s["uri"] for s in self.streams], self.endpoint, self.pipeline_args,
+                                    remote=not is_loopback(self.publish_host))
+        log = Path(tempfile.gettempdir()) / f"segstream-fleet-{self.run_id}-w{self.index}-{os.getpid()}.log"
+        log.unlink(missing_ok=True)  # the last pipeline's log: its error line was read
+        self.child = ChildPipeline(args, log, self.run_id)
         self.since = time.time()
 
     def info(self) -> dict[str, Any]:
-        """Where this worker publishes, and whether its pipeline still runs."""
+        """Where this worker publishes, and whether its pipeline still runs (or is about to
+        be started again). The driver's polls (twice a second) are also what relaunches it."""
         code = self.child.poll()
+        now = time.monotonic()
+        error = None if code is None else self.child.error_line()
+        if code is not None and self._relaunch_at is None:
+            decision = relaunch_decision(code, self.relaunches, now)
+            if decision.restart:
+                self._relaunch_at = now + decision.delay_s
+        if self._relaunch_at is not None and now >= self._relaunch_at:
+            self._relaunch_at = None
+            self.relaunches.append(now)
+            self._launch()
+            code, error = None, None
         return {
             "worker": self.index, "endpoint": self.endpoint, "node": self.node,
             "host": self.host, "since": self.since, "pid": self.child.pid,
-            "running": code is None, "exit_code": code,
-            "error": None if code is None else self.child.error_line(),
+            "running": code is None, "relaunching": self._relaunch_at is not None, "exit_code": code,
+            "relaunches": len(self.relaunches), "error": error,
         }
 
     def stop(self) -> int:
