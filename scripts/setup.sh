@@ -19,7 +19,7 @@ want="$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || ! "$venv/bin/python" -c "import pipeline, engines" 2>/dev/null; then
     echo "[setup] installing dependencies (first run downloads torch: several GB, a few minutes)" >&2
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
-    "$venv/bin/python" -m pip install -q -e "$here[onnx,openvino,robotics,fleet,dev,peers]" >&2
+    "$venv/bin/python" -m pip install -q -e "$here[onnx,openvino,metrics,robotics,fleet,dev,peers]" >&2
     # evaluation peers without their opencv-python requirement (see pyproject's "peers")
     "$venv/bin/python" -m pip install -q --no-deps "trackers>=2.6,<3" "trackeval>=1.3,<2" >&2
     if "$venv/bin/python" -m pip show -q opencv-python >/dev/null 2>&1; then

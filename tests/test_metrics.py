@@ -9,13 +9,15 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
-from conftest import FAST_FAIL_ARGS, leftovers, run_cli, run_with_port_taken, small_config
+from conftest import FAST_FAIL_ARGS, REPO, leftovers, run_cli, run_with_port_taken, small_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cli import build_parser, overrides_from_args
@@ -317,3 +319,14 @@ def test_a_remote_address_needs_allow_remote():
         "error: observability.metrics: '0.0.0.0:9108' is not a loopback address: set output.allow_remote "
         "(--allow-remote) to serve metrics on it"]
     assert time.monotonic() - start < 20
+
+
+def test_metrics_without_prometheus_client_is_one_line_and_exit_2():
+    """The ``metrics`` extra missing (the package made unimportable in that process)."""
+    code = ("import sys; sys.modules['prometheus_client'] = None; from pipeline.cli import main; "
+            f"sys.exit(main({[*FAST_FAIL_ARGS, '--metrics', '127.0.0.1:0']!r}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "error: observability.metrics: '127.0.0.1:0' needs the prometheus_client package "
+        "(pip install 'segstream[metrics]')"]

@@ -27,19 +27,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
-
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    start_http_server,
-)
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
 from pipeline.transport.sockets import http_address
+
+if TYPE_CHECKING:  # prometheus_client is the optional ``metrics`` extra: imported only when on
+    from prometheus_client import CollectorRegistry, Counter, Gauge
 
 KEY = "observability.metrics"
 #: capture to publish, seconds: a frame of a CPU model takes from tens of ms to seconds
@@ -56,8 +50,15 @@ def restart_reason(hung: bool, reported: bool) -> str:
 
 
 def metrics_address(address: str, allow_remote: bool) -> tuple[str, int]:
-    """``HOST:PORT`` of the metrics endpoint as ``(host, port)`` (``sockets.http_address``)."""
-    return http_address(KEY, address, allow_remote, "metrics", 9108)
+    """``HOST:PORT`` of the metrics endpoint as ``(host, port)`` (``sockets.http_address``);
+    a :class:`ConfigError` too when ``prometheus_client`` (the ``metrics`` extra) is missing."""
+    found = http_address(KEY, address, allow_remote, "metrics", 9108)
+    try:
+        import prometheus_client  # noqa: F401 - only whether it is there
+    except ImportError:
+        raise ConfigError(f"{KEY}: '{address}' needs the prometheus_client package "
+                          "(pip install 'segstream[metrics]')") from None
+    return found
 
 
 def _number(value: Any) -> float | None:
@@ -92,6 +93,8 @@ class RunMetrics:
 
     def __init__(self, streams: Sequence[str] = (), clock: Callable[[], float] = time.monotonic) -> None:
         """``streams``: the run's stream ids (their series exist from the start, at zero)."""
+        from prometheus_client import CollectorRegistry
+
         self.registry = CollectorRegistry(auto_describe=True)
         self._clock = clock
         self._last: dict[tuple[str, ...], float] = {}  # a stage counter's last reported value
@@ -103,6 +106,8 @@ class RunMetrics:
                 counter.labels(stream)
 
     def _define(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
         r = self.registry
 
         def counter(name: str, doc: str, *labels: str) -> Counter:
@@ -183,6 +188,8 @@ class RunMetrics:
     # -- output ----------------------------------------------------------------------------
     def exposition(self) -> str:
         """The metrics now, in the Prometheus text format (what ``/metrics`` serves)."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry).decode()
 
     # -- the stages' stats -----------------------------------------------------------------
@@ -265,6 +272,8 @@ class MetricsServer:
 
     def start(self) -> None:
         """Bind and serve; a port in use (or a host that is not here) is a :class:`ConfigError`."""
+        from prometheus_client import start_http_server
+
         address = f"{self.host}:{self.port}"
         try:
             self._server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
