@@ -153,11 +153,27 @@ def committed_keys(root: Path, jobs: list[FileJob]) -> set[str]:
     return {j.key for j in jobs if is_committed(root, j.key)}
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def commit_attempt(attempt_dir: Path, final_dir: Path) -> bool:
     """Rename the finished attempt onto its final place. True when this attempt committed;
-    False when another attempt had already committed (this one is then removed)."""
+    False when another attempt had already committed (this one is then removed).
+
+    Every file and the directory are flushed to disk before the rename, and the parent
+    after it: a host that loses power right after the commit leaves the outputs whole."""
+    for path in Path(attempt_dir).rglob("*"):
+        if path.is_file():
+            _fsync(path)
+    _fsync(Path(attempt_dir))
     try:
         os.rename(attempt_dir, final_dir)
+        _fsync(Path(final_dir).parent)
         return True
     except OSError as err:
         if err.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
