@@ -31,16 +31,12 @@ import time
 import urllib.request
 from typing import Any
 
+from pipeline.transport.sockets import free_tcp_port
+
 __all__ = ["bench_overhead", "bench_stalled", "main"]
 
 SIZE = "640x480"
 WARM_S = 25.0  # the stalled-viewer runs: memory is compared from this long after the start (model load included)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Watchers:
@@ -160,7 +156,7 @@ def _run(uri: str, tmp: str, label: str, observe: bool, watch: str | None, realt
     from pipeline.config import PipelineConfig, apply_overrides
     from pipeline.supervisor import Supervisor
 
-    ports = {name: _free_port() for name in ("metrics", "preview", "foxglove")}
+    ports = {name: free_tcp_port() for name in ("metrics", "preview", "foxglove")}
     overrides: dict[str, Any] = {"source.uri": uri, "source.realtime": realtime, "output.video": f"{tmp}/{label}.mp4",
                                  "output.publish": f"ipc://{tmp}/{label}.sock", "output.progress": False}
     if realtime:

@@ -25,7 +25,9 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.fleet.files import FleetInputError
+from pipeline.transport.sockets import http_address
 
 __all__ = ["StreamDirectory", "DirectoryServer", "directory_entries", "fetch_streams",
            "parse_listen"]
@@ -33,10 +35,10 @@ __all__ = ["StreamDirectory", "DirectoryServer", "directory_entries", "fetch_str
 
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` -> (host, port); raises FleetInputError with one line."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise FleetInputError(f"bad --directory {text}: use HOST:PORT (port 0: any free)")
-    return host.strip("[]"), int(port)
+    try:  # any host: the directory is meant for consumers on other hosts too
+        return http_address("--directory", text, True, "the directory", 8470)
+    except ConfigError:
+        raise FleetInputError(f"bad --directory {text}: use HOST:PORT (port 0: any free)") from None
 
 
 def directory_entries(info: dict[str, Any] | None, streams: list[dict[str, Any]],

@@ -14,9 +14,7 @@ refuse again) is not: its streams show ``failed`` with the pipeline's error line
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +22,9 @@ from typing import Any
 
 from pipeline.fleet.child import ChildPipeline, sweep_dead_pipelines
 from pipeline.policies.restart import RestartDecision, RestartPolicy
+from pipeline.transport.sockets import free_tcp_port, is_loopback_endpoint
 
-__all__ = ["StreamWorker", "stream_pipeline_args", "free_port", "is_loopback", "relaunch_decision",
-           "RELAUNCH_POLICY"]
+__all__ = ["StreamWorker", "stream_pipeline_args", "relaunch_decision", "RELAUNCH_POLICY"]
 
 # at most 5 relaunches of a worker's pipeline within 10 minutes, after 1, 2, 4 ... 30 s
 RELAUNCH_POLICY = RestartPolicy(max_restarts=5, window_s=600.0, backoff_s=1.0, backoff_max_s=30.0)
@@ -40,23 +38,6 @@ def relaunch_decision(exit_code: int, history: list[float], now: float,
     if exit_code == EXIT_DONE:
         return RestartDecision(False, reason="its streams ended")
     return policy.decide(history, now, reported_error=exit_code == EXIT_BAD_INPUT)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (or ``localhost``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def free_port(host: str) -> int:
-    """A TCP port free on ``host`` now (the pipeline binds it a moment later)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def stream_pipeline_args(uris: list[str], endpoint: str, extra: list[str],
@@ -98,9 +79,10 @@ class StreamWorker:
     def _launch(self) -> None:
         """Start the pipeline on a fresh port (first, or after the last one ended)."""
         sweep_dead_pipelines()  # e.g. this worker's own pipeline, if it or its node died here
-        self.endpoint = f"tcp://{self.publish_host}:{free_port(self.publish_host)}"
+        host = f"[{self.publish_host}]" if ":" in self.publish_host else self.publish_host
+        self.endpoint = f"tcp://{host}:{free_tcp_port(self.publish_host)}"
         args = stream_pipeline_args([s["uri"] for s in self.streams], self.endpoint, self.pipeline_args,
-                                    remote=not is_loopback(self.publish_host))
+                                    remote=not is_loopback_endpoint(self.endpoint))
         log = Path(tempfile.gettempdir()) / f"segstream-fleet-{self.run_id}-w{self.index}-{os.getpid()}.log"
         log.unlink(missing_ok=True)  # the last pipeline's log: its error line was read
         self.child = ChildPipeline(args, log, self.run_id)

@@ -11,6 +11,7 @@ the next and the committed seq, so a restarted publish (or capture) carries on f
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -82,8 +83,7 @@ class PublishStage(Stage):
         # per stream: next seq to publish, first not committed, held slots (policies/publish_ledger.py)
         resume = {sid: info.get("committed", 0) for sid, info in saved.get("streams", {}).items()}
         self.ledger = PublishLedger([s["id"] for s in self.plan.streams], self.commit_every, resume)
-        # trackers resume from the state committed with the frames they had seen, so the
-        # frames replayed after a restart get the very same ids
+        # trackers resume from the state committed with the frames they saw: replayed frames get the same ids
         self.tracking = RunTracking(self.config.tracking.params()) if self.plan.tracking() else None
         self._committed_tracks: dict[str, dict | None] = dict(saved.get("tracks", {}))
         # the frame clock's fallback when a frame has no pts (looked up once, not per frame)
@@ -340,8 +340,8 @@ class PublishStage(Stage):
         if result.capture_ns:
             self.latencies_ms.append((time.time_ns() - result.capture_ns) / 1e6)
             self._recent_latencies_ms.append(self.latencies_ms[-1])
-        if self.preview is not None or self.foxglove is not None:  # live views: pixels only if watched
-            pixels = image if image is not None else lambda: self._source_frame(handle)
+        if self.preview is not None or self.foxglove is not None:  # live views: pixels only if watched, and
+            pixels = image if image is not None else functools.cache(lambda: self._source_frame(handle))  # copied once
             if self.preview is not None:
                 self.preview.frame(result, pixels, per_stream)
             if self.foxglove is not None:

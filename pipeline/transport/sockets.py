@@ -8,6 +8,7 @@ connected yet, and LINGER is bounded so closing never hangs on a dead peer.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -122,8 +123,6 @@ def http_address(key: str, address: str, allow_remote: bool, what: str, example_
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) of an HTTP server we serve (``what``: e.g.
     "metrics") as ``(host, port)``; a :class:`ConfigError` naming config ``key`` if it is not
     one, or if HOST is not loopback and ``allow_remote`` is off."""
-    from pipeline.errors import ConfigError
-
     host, sep, port = address.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -140,9 +139,14 @@ def check_tcp_port_free(host: str, port: int) -> None:
     """Raise ``OSError`` (``OverflowError`` for a bad port) if a TCP server could not bind
     ``(host, port)`` now. For servers a stage binds later: the error comes before any stage
     starts (a port taken in between still fails that stage: a small race)."""
-    import socket
-
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
         probe.bind((host, port))
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now, for a server that binds it a moment later."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
